@@ -110,6 +110,14 @@ class GraphModule : public torch::nn::Module {
   void remove_initializer(const std::string& name);
   std::vector<std::string> initializer_names() const;
 
+  // Submodules that kernels of qat's own ops look up by name (quantizers).
+  // They are registered with torch::nn::Module, so their parameters take
+  // part in optimizers, train()/eval() and serialization.
+  void attach(const std::string& name, std::shared_ptr<torch::nn::Module> submodule);
+  void detach(const std::string& name);
+  torch::nn::Module& attachment(const std::string& name) const;
+  std::vector<std::string> attachment_names() const;
+
   // Runs the graph. Inputs are matched to graph inputs by position.
   std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& inputs);
   // Single-input, single-output convenience.
@@ -128,10 +136,12 @@ class GraphModule : public torch::nn::Module {
   struct Plan;
   void build_plan();
   std::string key_of(const std::string& name) const;
+  std::string unique_key(const std::string& name) const;
 
   Graph graph_;
   std::map<std::string, std::string> keys_;  // initializer name -> module key
   std::map<std::string, bool> trainable_;
+  std::map<std::string, std::pair<std::string, std::shared_ptr<torch::nn::Module>>> attachments_;  // name -> key, module
   std::shared_ptr<Plan> plan_;
   NodeObserver observer_;
 };

@@ -39,15 +39,23 @@ std::string GraphModule::key_of(const std::string& name) const {
   return it->second;
 }
 
+// Module keys may not contain '.', so ONNX names are mapped to unique keys.
+std::string GraphModule::unique_key(const std::string& name) const {
+  std::string base = name;
+  for (char& c : base) {
+    if (c == '.') c = '_';
+  }
+  std::string key = base;
+  for (int suffix = 1; parameters_.contains(key) || named_children().contains(key); ++suffix) {
+    key = base + "_" + std::to_string(suffix);
+  }
+  return key;
+}
+
 void GraphModule::add_initializer(const std::string& name, const torch::Tensor& value, bool trainable) {
   if (name.empty()) throw std::invalid_argument("initializer name is empty");
   if (keys_.count(name)) throw std::invalid_argument("initializer '" + name + "' already exists");
-  // Module keys may not contain '.', so ONNX names are mapped to unique keys.
-  std::string key = name;
-  for (char& c : key) {
-    if (c == '.') c = '_';
-  }
-  for (int suffix = 1; parameters_.contains(key); ++suffix) key = key + "_" + std::to_string(suffix);
+  const std::string key = unique_key(name);
   // Everything is held as a parameter (buffers cannot be removed through
   // the public Module API); only trainable ones require grad.
   const bool floating = value.is_floating_point();
@@ -82,6 +90,32 @@ void GraphModule::remove_initializer(const std::string& name) {
 std::vector<std::string> GraphModule::initializer_names() const {
   std::vector<std::string> names;
   for (const auto& entry : keys_) names.push_back(entry.first);
+  return names;
+}
+
+void GraphModule::attach(const std::string& name, std::shared_ptr<torch::nn::Module> submodule) {
+  if (attachments_.count(name)) throw std::invalid_argument("attachment '" + name + "' already exists");
+  const std::string key = unique_key(name);
+  register_module(key, submodule);
+  attachments_[name] = {key, std::move(submodule)};
+}
+
+void GraphModule::detach(const std::string& name) {
+  const auto it = attachments_.find(name);
+  if (it == attachments_.end()) throw std::out_of_range("no attachment named '" + name + "'");
+  unregister_module(it->second.first);
+  attachments_.erase(it);
+}
+
+torch::nn::Module& GraphModule::attachment(const std::string& name) const {
+  const auto it = attachments_.find(name);
+  if (it == attachments_.end()) throw std::out_of_range("no attachment named '" + name + "'");
+  return *it->second.second;
+}
+
+std::vector<std::string> GraphModule::attachment_names() const {
+  std::vector<std::string> names;
+  for (const auto& entry : attachments_) names.push_back(entry.first);
   return names;
 }
 

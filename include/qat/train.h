@@ -1,0 +1,75 @@
+// Training and evaluation loops for GraphModules on image classification
+// data, and checkpoints that resume exactly.
+#pragma once
+
+#include "qat/data.h"
+#include "qat/graph.h"
+
+#include <torch/optim/optimizer.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace qat {
+
+struct EvalResult {
+  double loss = 0.0;      // mean cross-entropy
+  double accuracy = 0.0;  // top-1, in [0, 1]
+  int64_t samples = 0;
+};
+
+// Runs the model in eval mode without autograd over one pass of `loader`.
+EvalResult evaluate(GraphModule& model, const data::DataLoader& loader, const std::string& label = "eval",
+                    bool progress = true);
+
+struct TrainOptions {
+  int64_t epochs = 10;
+  double lr = 0.05;
+  double momentum = 0.9;
+  double weight_decay = 5e-4;
+  // "cosine": lr * (1 + cos(pi * epoch / epochs)) / 2; "step": lr is
+  // multiplied by step_gamma every step_epochs; "constant".
+  std::string schedule = "cosine";
+  int64_t step_epochs = 1;
+  double step_gamma = 0.1;
+  double grad_clip_norm = 0.0;  // 0 disables clipping
+  bool progress = true;
+  // Directory for checkpoint.pt (written after every epoch) and resume.
+  std::string out_dir;
+  bool resume = false;
+};
+
+struct EpochStats {
+  int64_t epoch = 0;  // 1-based
+  double lr = 0.0;
+  double train_loss = 0.0;
+  double train_accuracy = 0.0;
+  double test_accuracy = 0.0;
+  double seconds = 0.0;
+};
+
+// What a checkpoint records besides tensors.
+struct TrainState {
+  int64_t epochs_done = 0;
+  std::vector<EpochStats> history;
+};
+
+double scheduled_lr(const TrainOptions& options, int64_t epoch_index);
+
+// SGD with momentum and weight decay; evaluates on `test` after each epoch.
+// With options.resume and a checkpoint in out_dir, continues after its last
+// finished epoch and reproduces the uninterrupted run exactly.
+std::vector<EpochStats> train(GraphModule& model, const data::DataLoader& train_loader,
+                              const data::DataLoader& test_loader, const TrainOptions& options);
+
+// Writes model parameters, optimizer state, the global RNG state and
+// `state` to path + ".tmp", syncs it, then renames it over `path`, so a
+// crash leaves either the old or the new checkpoint, never half of one.
+void save_checkpoint(const std::string& path, GraphModule& model, const torch::optim::Optimizer& optimizer,
+                     const TrainState& state);
+// Restores what save_checkpoint wrote; a missing, corrupt or mismatched
+// file throws std::runtime_error naming the path.
+TrainState load_checkpoint(const std::string& path, GraphModule& model, torch::optim::Optimizer& optimizer);
+
+}  // namespace qat

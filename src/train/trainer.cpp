@@ -1,0 +1,139 @@
+#include "qat/progress.h"
+#include "qat/train.h"
+
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/sgd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <stdexcept>
+
+namespace qat {
+namespace {
+
+std::string percent(double fraction) {
+  char buffer[16];
+  std::snprintf(buffer, sizeof buffer, "%.2f%%", 100.0 * fraction);
+  return buffer;
+}
+
+std::string fixed(double value, int digits) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.*f", digits, value);
+  return buffer;
+}
+
+std::vector<torch::Tensor> trainable_parameters(GraphModule& model) {
+  std::vector<torch::Tensor> params;
+  for (const auto& p : model.parameters()) {
+    if (p.requires_grad()) params.push_back(p);
+  }
+  return params;
+}
+
+// A NaN or Inf loss would silently destroy every weight on the next step.
+void check_finite(const torch::Tensor& loss, int64_t epoch, int64_t batch) {
+  if (!std::isfinite(loss.item<double>())) {
+    throw std::runtime_error("loss is " + fixed(loss.item<double>(), 3) + " at epoch " + std::to_string(epoch) +
+                             ", batch " + std::to_string(batch) + "; stopping before the weights are damaged");
+  }
+}
+
+}  // namespace
+
+EvalResult evaluate(GraphModule& model, const data::DataLoader& loader, const std::string& label, bool progress) {
+  const bool was_training = model.is_training();
+  model.eval();
+  torch::NoGradGuard no_grad;
+  EvalResult result;
+  double loss_sum = 0.0;
+  int64_t correct = 0;
+  ProgressBar bar(label, loader.num_batches(), progress);
+  int64_t done = 0;
+  for (const data::Batch& batch : loader) {
+    const torch::Tensor logits = model.forward(batch.images);
+    loss_sum += torch::nn::functional::cross_entropy(logits, batch.labels,
+                                                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    correct += logits.argmax(1).eq(batch.labels).sum().item<int64_t>();
+    result.samples += batch.labels.size(0);
+    bar.update(++done, "acc " + percent(static_cast<double>(correct) / static_cast<double>(result.samples)));
+  }
+  result.loss = loss_sum / static_cast<double>(std::max<int64_t>(result.samples, 1));
+  result.accuracy = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(result.samples, 1));
+  bar.finish("acc " + percent(result.accuracy));
+  model.train(was_training);
+  return result;
+}
+
+double scheduled_lr(const TrainOptions& o, int64_t epoch_index) {
+  if (o.schedule == "constant") return o.lr;
+  if (o.schedule == "step") {
+    return o.lr * std::pow(o.step_gamma, static_cast<double>(epoch_index / std::max<int64_t>(o.step_epochs, 1)));
+  }
+  if (o.schedule == "cosine") {
+    return o.lr * 0.5 * (1.0 + std::cos(M_PI * static_cast<double>(epoch_index) / static_cast<double>(o.epochs)));
+  }
+  throw std::invalid_argument("unknown lr schedule '" + o.schedule + "' (cosine, step, constant)");
+}
+
+std::vector<EpochStats> train(GraphModule& model, const data::DataLoader& train_loader,
+                              const data::DataLoader& test_loader, const TrainOptions& options) {
+  scheduled_lr(options, 0);  // rejects a bad schedule before any work
+  torch::optim::SGD optimizer(trainable_parameters(model), torch::optim::SGDOptions(options.lr)
+                                                               .momentum(options.momentum)
+                                                               .weight_decay(options.weight_decay));
+  const std::string checkpoint = options.out_dir.empty() ? "" : options.out_dir + "/checkpoint.pt";
+  if (!checkpoint.empty()) std::filesystem::create_directories(options.out_dir);
+  TrainState state;
+  if (options.resume && !checkpoint.empty() && std::filesystem::exists(checkpoint)) {
+    state = load_checkpoint(checkpoint, model, optimizer);
+    std::fprintf(stderr, "resuming %s after epoch %ld\n", checkpoint.c_str(), static_cast<long>(state.epochs_done));
+  }
+  for (int64_t epoch = state.epochs_done; epoch < options.epochs; ++epoch) {
+    const auto start = std::chrono::steady_clock::now();
+    const double lr = scheduled_lr(options, epoch);
+    for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+    model.train();
+    double loss_sum = 0.0;
+    int64_t correct = 0, seen = 0, index = 0;
+    ProgressBar bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(options.epochs),
+                    train_loader.num_batches(), options.progress);
+    for (auto it = train_loader.begin(epoch); it != train_loader.end(); ++it, ++index) {
+      const data::Batch batch = *it;
+      optimizer.zero_grad();
+      const torch::Tensor logits = model.forward(batch.images);
+      const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+      check_finite(loss, epoch + 1, index);
+      loss.backward();
+      if (options.grad_clip_norm > 0) torch::nn::utils::clip_grad_norm_(optimizer.parameters(), options.grad_clip_norm);
+      optimizer.step();
+      const int64_t n = batch.labels.size(0);
+      loss_sum += loss.item<double>() * static_cast<double>(n);
+      correct += logits.argmax(1).eq(batch.labels).sum().item<int64_t>();
+      seen += n;
+      bar.update(index + 1, "loss " + fixed(loss_sum / static_cast<double>(seen), 4) + " acc " +
+                                percent(static_cast<double>(correct) / static_cast<double>(seen)));
+    }
+    bar.finish("loss " + fixed(loss_sum / static_cast<double>(std::max<int64_t>(seen, 1)), 4));
+    const EvalResult test = evaluate(model, test_loader, "  test", options.progress);
+    EpochStats stats{epoch + 1,
+                     lr,
+                     loss_sum / static_cast<double>(std::max<int64_t>(seen, 1)),
+                     static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(seen, 1)),
+                     test.accuracy,
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
+    std::fprintf(stderr, "epoch %ld: lr %.4g  train loss %.4f acc %s  test acc %s  (%s)\n",
+                 static_cast<long>(stats.epoch), lr, stats.train_loss, percent(stats.train_accuracy).c_str(),
+                 percent(stats.test_accuracy).c_str(), format_duration(stats.seconds).c_str());
+    state.history.push_back(stats);
+    state.epochs_done = epoch + 1;
+    if (!checkpoint.empty()) save_checkpoint(checkpoint, model, optimizer, state);
+  }
+  return state.history;
+}
+
+}  // namespace qat

@@ -1,0 +1,134 @@
+#include "qat/train.h"
+
+#include "qat/zoo.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace qat {
+namespace {
+
+// The first `n` images of a split: enough to learn something in seconds.
+data::Dataset subset(data::Split split, int64_t n) {
+  data::Dataset d = data::load_fashion_mnist(split);
+  d.images = d.images.slice(0, 0, n);
+  d.labels = d.labels.slice(0, 0, n);
+  return d;
+}
+
+data::DataLoader loader(data::Split split, int64_t n, bool shuffle) {
+  data::LoaderOptions o;
+  o.batch_size = 64;
+  o.shuffle = shuffle;
+  o.seed = 3;
+  o.normalization = {{data::kFashionMnistMean}, {data::kFashionMnistStd}};
+  return data::DataLoader(subset(split, n), o);
+}
+
+std::string temp_dir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/qat_trainer_" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+TrainOptions quick_options() {
+  TrainOptions o;
+  o.epochs = 2;
+  o.lr = 0.05;
+  o.progress = false;
+  return o;
+}
+
+TEST(Trainer, LearnsFashionMnistSubset) {
+  auto model = make_model("resnet8");
+  const auto train_loader = loader(data::Split::kTrain, 4096, true);
+  const auto test_loader = loader(data::Split::kTest, 1000, false);
+  const double before = evaluate(*model, test_loader, "before", false).accuracy;
+  TrainOptions options = quick_options();
+  options.epochs = 3;
+  const auto history = train(*model, train_loader, test_loader, options);
+  ASSERT_EQ(history.size(), 3u);
+  EXPECT_LT(history[2].train_loss, history[0].train_loss);
+  // Ten classes: chance is 10%; three epochs on 4k images reach well above
+  // (BatchNorm's running statistics need the steps to settle).
+  EXPECT_GT(history[2].test_accuracy, 0.6) << "before training: " << before;
+}
+
+TEST(Trainer, ResumeReproducesUninterruptedRunBitForBit) {
+  const auto train_loader = loader(data::Split::kTrain, 512, true);
+  const auto test_loader = loader(data::Split::kTest, 128, false);
+  TrainOptions o = quick_options();
+
+  auto straight = make_model("resnet8");
+  o.out_dir = temp_dir("straight");
+  train(*straight, train_loader, test_loader, o);
+
+  auto interrupted = make_model("resnet8");
+  o.out_dir = temp_dir("interrupted");
+  o.epochs = 1;
+  train(*interrupted, train_loader, test_loader, o);
+  // A fresh process would start from a fresh model; so do we.
+  auto resumed = make_model("resnet8");
+  torch::manual_seed(1234);  // a different global RNG state must not matter
+  o.epochs = 2;
+  o.resume = true;
+  const auto history = train(*resumed, train_loader, test_loader, o);
+  ASSERT_EQ(history.size(), 2u);
+  for (const auto& name : straight->initializer_names()) {
+    EXPECT_TRUE(torch::equal(straight->initializer(name), resumed->initializer(name))) << name;
+  }
+}
+
+TEST(Checkpoint, CorruptTruncatedAndForeignFilesAreRejectedByName) {
+  auto model = make_model("resnet8");
+  torch::optim::SGD sgd(model->parameters(), 0.1);
+  const std::string dir = temp_dir("corrupt");
+  const std::string good = dir + "/good.pt";
+  save_checkpoint(good, *model, sgd, TrainState{1, {}});
+  EXPECT_FALSE(std::filesystem::exists(good + ".tmp"));
+
+  const auto bytes = std::filesystem::file_size(good);
+  const std::string truncated = dir + "/truncated.pt";
+  std::filesystem::copy_file(good, truncated);
+  std::filesystem::resize_file(truncated, bytes / 2);
+  const std::string garbage = dir + "/garbage.pt";
+  std::ofstream(garbage) << "definitely not a checkpoint";
+  for (const auto& path : {truncated, garbage, dir + "/missing.pt"}) {
+    try {
+      load_checkpoint(path, *model, sgd);
+      ADD_FAILURE() << path << " loaded";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    }
+  }
+  // A checkpoint of another architecture names the offending tensor.
+  auto other = make_model("resnet20");
+  torch::optim::SGD other_sgd(other->parameters(), 0.1);
+  try {
+    load_checkpoint(good, *other, other_sgd);
+    ADD_FAILURE() << "resnet8 checkpoint loaded into resnet20";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(good), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(load_checkpoint(good, *model, sgd).epochs_done, 1);
+}
+
+TEST(Trainer, StepScheduleDividesByGamma) {
+  TrainOptions o;
+  o.lr = 0.1;
+  o.schedule = "step";
+  o.step_epochs = 2;
+  EXPECT_DOUBLE_EQ(scheduled_lr(o, 0), 0.1);
+  EXPECT_DOUBLE_EQ(scheduled_lr(o, 1), 0.1);
+  EXPECT_NEAR(scheduled_lr(o, 2), 0.01, 1e-15);
+  EXPECT_NEAR(scheduled_lr(o, 5), 0.001, 1e-15);
+  o.schedule = "bogus";
+  EXPECT_THROW(scheduled_lr(o, 0), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace qat
