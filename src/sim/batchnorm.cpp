@@ -1,0 +1,167 @@
+// BatchNorm handling for quantization: static folding into the preceding
+// Conv, and the simulated-fold op (QatConvBn) used during QAT.
+#include "sim/batchnorm.h"
+
+#include "qat/quantizer.h"
+
+#include <cmath>
+#include <set>
+#include <stdexcept>
+
+namespace qat {
+namespace {
+
+using torch::Tensor;
+
+// A Conv whose only reader is a BatchNormalization: the pair to fold.
+struct ConvBnPair {
+  size_t conv;
+  size_t bn;
+};
+
+std::vector<ConvBnPair> conv_bn_pairs(const Graph& g) {
+  std::vector<ConvBnPair> pairs;
+  const std::set<std::string> outputs(g.outputs.begin(), g.outputs.end());
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& bn = g.nodes[i];
+    if (bn.op_type != "BatchNormalization" || bn.inputs.size() < 5 || bn.outputs.size() > 1) continue;
+    const Node* conv = g.producer(bn.inputs[0]);
+    if (!conv || conv->op_type != "Conv" || outputs.count(bn.inputs[0])) continue;
+    if (g.consumers(bn.inputs[0]).size() != 1) continue;
+    pairs.push_back({g.node_index(conv->name), i});
+  }
+  return pairs;
+}
+
+bool all_initializers(const GraphModule& m, const Node& node, std::initializer_list<size_t> inputs) {
+  for (size_t i : inputs) {
+    if (!node.has_input(i) || !m.has_initializer(node.inputs[i])) return false;
+  }
+  return true;
+}
+
+// gamma / sqrt(running_var + eps), per output channel.
+Tensor fold_factor(const Tensor& gamma, const Tensor& var, double eps) { return gamma / torch::sqrt(var + eps); }
+
+Tensor per_out_channel(const Tensor& v, int64_t dim) {
+  std::vector<int64_t> shape(static_cast<size_t>(dim), 1);
+  shape[0] = v.numel();
+  return v.reshape(shape);
+}
+
+std::string unused_initializer_name(const GraphModule& m, const std::string& base) {
+  std::string name = base;
+  for (int i = 1; m.has_initializer(name); ++i) name = base + "_" + std::to_string(i);
+  return name;
+}
+
+void remove_unused_initializers(GraphModule& m, const std::vector<std::string>& names) {
+  for (const auto& name : names) {
+    if (m.has_initializer(name) && m.graph().consumers(name).empty()) m.remove_initializer(name);
+  }
+}
+
+Tensor input_or_zeros(const std::vector<Tensor>& in, size_t i, int64_t channels, const Tensor& like) {
+  return i < in.size() && in[i].defined() ? in[i] : torch::zeros({channels}, like.options());
+}
+
+// QatConvBn: inputs x, W, B (optional), gamma, beta, running mean, running
+// var; Conv's attributes plus epsilon, momentum (ONNX convention),
+// weight_quantizer (attachment name, optional) and frozen (0/1).
+std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tensor>& in) {
+  const Node& node = ctx.node;
+  const double eps = node.attr_float("epsilon", 1e-5);
+  const Tensor& w = in.at(1);
+  const Tensor &gamma = in.at(3), &beta = in.at(4), &mean = in.at(5), &var = in.at(6);
+  const Tensor bias = input_or_zeros(in, 2, w.size(0), w);
+  const Tensor factor = fold_factor(gamma, var, eps);
+  Tensor folded = w * per_out_channel(factor, w.dim());
+  if (node.has_attr("weight_quantizer")) {
+    folded = static_cast<Quantizer&>(ctx.module.attachment(node.attr_string("weight_quantizer"))).forward(folded);
+  }
+  const OpKernel& conv = *find_op("Conv");
+  if (!ctx.training) {
+    // Eval: exactly the statically folded conv, with quantized weights.
+    return conv(ctx, {in[0], folded, (bias - mean) * factor + beta});
+  }
+  // Training (torch.ao's ConvBn): undo the fold on the output so that BN
+  // sees the unfolded conv's statistics, then normalise.
+  std::vector<int64_t> channel_shape(static_cast<size_t>(in[0].dim()), 1);
+  channel_shape[1] = w.size(0);
+  const Tensor y = conv(ctx, {in[0], folded})[0] / factor.reshape(channel_shape) + bias.reshape(channel_shape);
+  const bool frozen = node.attr_int("frozen", 0) != 0;
+  // ONNX momentum weighs the old statistic; torch's weighs the new one.
+  const double momentum = 1.0 - node.attr_float("momentum", 0.9);
+  Tensor running_mean = mean, running_var = var;
+  return {torch::batch_norm(y, gamma, beta, running_mean, running_var, /*training=*/!frozen, momentum, eps,
+                            /*cudnn_enabled=*/false)};
+}
+
+}  // namespace
+
+void register_conv_bn_op() { register_op(kConvBnOp, conv_bn_kernel); }
+
+std::vector<std::string> fold_batchnorms(GraphModule& m) {
+  std::vector<std::string> folded;
+  std::vector<size_t> removed;
+  std::vector<std::string> stale;
+  Graph& g = m.mutable_graph();
+  for (const ConvBnPair& pair : conv_bn_pairs(g)) {
+    Node& conv = g.nodes[pair.conv];
+    const Node& bn = g.nodes[pair.bn];
+    if (!all_initializers(m, conv, {1}) || !all_initializers(m, bn, {1, 2, 3, 4})) continue;
+    if (conv.has_input(2) && !m.has_initializer(conv.inputs[2])) continue;
+    torch::NoGradGuard no_grad;
+    const Tensor w = m.initializer(conv.inputs[1]);
+    const Tensor gamma = m.initializer(bn.inputs[1]), beta = m.initializer(bn.inputs[2]);
+    const Tensor mean = m.initializer(bn.inputs[3]), var = m.initializer(bn.inputs[4]);
+    const Tensor factor = fold_factor(gamma, var, bn.attr_float("epsilon", 1e-5));
+    const Tensor bias = conv.has_input(2) ? m.initializer(conv.inputs[2]) : torch::zeros_like(mean);
+    m.set_initializer(conv.inputs[1], w * per_out_channel(factor, w.dim()));
+    const Tensor new_bias = (bias - mean) * factor + beta;
+    if (conv.has_input(2)) {
+      m.set_initializer(conv.inputs[2], new_bias);
+    } else {
+      const std::string name = unused_initializer_name(m, conv.name + ".bias");
+      m.add_initializer(name, new_bias, true);
+      conv.inputs.resize(3);
+      conv.inputs[2] = name;
+    }
+    // The conv takes over the BN's output name, so readers and encodings
+    // that refer to it stay valid.
+    conv.outputs[0] = bn.outputs[0];
+    stale.insert(stale.end(), bn.inputs.begin() + 1, bn.inputs.end());
+    folded.push_back(bn.name);
+    removed.push_back(pair.bn);
+  }
+  std::sort(removed.rbegin(), removed.rend());
+  for (size_t index : removed) g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(index));
+  remove_unused_initializers(m, stale);
+  return folded;
+}
+
+std::vector<std::string> simulate_batchnorms(GraphModule& m) {
+  register_conv_bn_op();
+  std::vector<std::string> fused;
+  std::vector<size_t> removed;
+  Graph& g = m.mutable_graph();
+  for (const ConvBnPair& pair : conv_bn_pairs(g)) {
+    Node& conv = g.nodes[pair.conv];
+    const Node& bn = g.nodes[pair.bn];
+    if (!all_initializers(m, conv, {1}) || !all_initializers(m, bn, {1, 2, 3, 4})) continue;
+    conv.op_type = kConvBnOp;
+    const std::string bias = conv.has_input(2) ? conv.inputs[2] : "";
+    conv.inputs = {conv.inputs[0], conv.inputs[1], bias, bn.inputs[1], bn.inputs[2], bn.inputs[3], bn.inputs[4]};
+    conv.attributes["epsilon"] = bn.attr_float("epsilon", 1e-5);
+    conv.attributes["momentum"] = bn.attr_float("momentum", 0.9);
+    conv.attributes["frozen"] = int64_t{0};
+    conv.outputs[0] = bn.outputs[0];
+    fused.push_back(conv.name);
+    removed.push_back(pair.bn);
+  }
+  std::sort(removed.rbegin(), removed.rend());
+  for (size_t index : removed) g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(index));
+  return fused;
+}
+
+}  // namespace qat

@@ -1,0 +1,85 @@
+#include "qat/quantizer.h"
+
+#include "qat/fake_quant.h"
+
+#include <stdexcept>
+
+namespace qat {
+
+Quantizer::Quantizer(QuantSpec spec, std::string analyzer, int64_t channels)
+    : spec_(std::move(spec)), analyzer_name_(std::move(analyzer)) {
+  spec_.grid.validate();
+  make_analyzer(analyzer_name_, spec_.channel_axis);  // rejects unknown names now, not at calibration
+  scale_ = register_parameter("scale", torch::ones({channels}), false);
+  zero_point_ = register_parameter("zero_point", torch::zeros({channels}), false);
+  // A buffer, not a bool member, so that checkpoints carry it.
+  has_encoding_ = register_buffer("has_encoding", torch::zeros({1}, torch::kBool));
+}
+
+bool Quantizer::has_encoding() const { return has_encoding_.data_ptr<bool>()[0]; }
+
+void Quantizer::set_has_encoding(bool value) { has_encoding_.data_ptr<bool>()[0] = value; }
+
+void Quantizer::set_spec(const QuantSpec& spec) {
+  spec.grid.validate();
+  spec_ = spec;
+  set_has_encoding(false);
+}
+
+void Quantizer::set_analyzer(const std::string& analyzer) {
+  make_analyzer(analyzer, spec_.channel_axis);
+  analyzer_name_ = analyzer;
+}
+
+Encoding Quantizer::encoding() const {
+  if (!has_encoding()) throw std::logic_error("quantizer has no encoding yet: calibrate it first");
+  return {spec_, scale_.detach().clone(), zero_point_.detach().clone()};
+}
+
+void Quantizer::set_encoding(const Encoding& encoding) {
+  torch::NoGradGuard no_grad;
+  // set_data keeps the parameters' identity, so optimizers holding them
+  // keep working after an encoding is loaded.
+  scale_.set_data(encoding.scale.to(torch::kFloat).reshape({-1}).clone());
+  zero_point_.set_data(encoding.zero_point.to(torch::kFloat).reshape({-1}).clone());
+  spec_ = encoding.spec;
+  set_has_encoding(true);
+}
+
+void Quantizer::set_trainable(bool trainable) {
+  trainable_ = trainable;
+  scale_.set_requires_grad(trainable);
+  // A symmetric grid pins the zero point; learning it would break symmetry.
+  zero_point_.set_requires_grad(trainable && !spec_.symmetric);
+}
+
+std::vector<torch::Tensor> Quantizer::encoding_parameters() {
+  std::vector<torch::Tensor> params;
+  if (scale_.requires_grad()) params.push_back(scale_);
+  if (zero_point_.requires_grad()) params.push_back(zero_point_);
+  return params;
+}
+
+void Quantizer::start_calibration() { analyzer_ = make_analyzer(analyzer_name_, spec_.channel_axis); }
+
+void Quantizer::finish_calibration() {
+  if (!analyzer_) throw std::logic_error("quantizer is not calibrating");
+  const Encoding encoding = analyzer_->compute_encoding(spec_);
+  analyzer_.reset();
+  set_encoding(encoding);
+}
+
+torch::Tensor Quantizer::forward(const torch::Tensor& x) {
+  if (analyzer_) {
+    analyzer_->update(x.detach());
+    return x;
+  }
+  if (!enabled_ || !has_encoding()) return x;
+  // Per-tensor parameters are stored as [1]; the ops want [] or [C].
+  const torch::Tensor scale = spec_.channel_axis ? scale_ : scale_.reshape({});
+  const torch::Tensor zero_point = spec_.channel_axis ? zero_point_ : zero_point_.reshape({});
+  if (trainable_) return fake_quantize_learnable(x, scale, zero_point, spec_, lsq_grad_factor(x, spec_));
+  return fake_quantize(x, Encoding{spec_, scale, zero_point});
+}
+
+}  // namespace qat

@@ -1,0 +1,240 @@
+#include "qat/quantsim.h"
+
+#include "qat/builder.h"
+#include "qat/fake_quant.h"
+#include "qat/train.h"
+#include "qat/zoo.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <set>
+
+namespace qat {
+namespace {
+
+using torch::Tensor;
+
+QuantSimOptions options_for(const std::string& preset, BatchNormMode bn, int param_bits = 8, int act_bits = 8) {
+  QuantSimOptions o;
+  o.config = load_sim_config(preset);
+  o.config.param_bitwidth = param_bits;
+  o.config.activation_bitwidth = act_bits;
+  o.batchnorm = bn;
+  return o;
+}
+
+// BN statistics far from the identity, so folding mistakes show.
+void randomize_batchnorm(GraphModule& m, uint64_t seed) {
+  torch::manual_seed(seed);
+  torch::NoGradGuard no_grad;
+  for (const auto& name : m.initializer_names()) {
+    const Tensor t = m.initializer(name);
+    if (name.find("running_mean") != std::string::npos) t.copy_(torch::randn_like(t) * 0.1);
+    if (name.find("running_var") != std::string::npos) t.copy_(torch::rand_like(t) + 0.5);
+    if (name.find(".bn.weight") != std::string::npos) t.copy_(torch::rand_like(t) + 0.5);
+    if (name.find(".bn.bias") != std::string::npos) t.copy_(torch::randn_like(t) * 0.1);
+  }
+}
+
+std::shared_ptr<GraphModule> resnet8(uint64_t seed = 1) {
+  ZooOptions o;
+  o.seed = seed;
+  auto m = make_model("resnet8", o);
+  randomize_batchnorm(*m, seed);
+  return m;
+}
+
+void calibrate(QuantSim& sim, const Tensor& batch) {
+  sim.compute_encodings([&](GraphModule& m) { m.forward(batch); });
+}
+
+TEST(QuantSim, PlacementFollowsSupergroupsAndAgnosticOps) {
+  QuantSim sim(resnet8(), options_for("default", BatchNormMode::kSimulate), {1, 1, 28, 28});
+  const Graph& g = sim.model().graph();
+  std::set<std::string> quantized_layers, weight_layers;
+  for (const auto& q : sim.quantizers()) (q.is_param ? weight_layers : quantized_layers).insert(q.layer);
+  for (const auto& node : g.nodes) {
+    if (node.op_type == "QatConvBn" || node.op_type == "Gemm") {
+      EXPECT_TRUE(weight_layers.count(node.name)) << node.name << " has no weight quantizer";
+    }
+    if (node.op_type == "Flatten") EXPECT_FALSE(quantized_layers.count(node.name)) << "agnostic op quantized";
+    // A ConvBn followed by its ReLU is one supergroup: only the ReLU output.
+    if (node.op_type == "QatConvBn") {
+      const auto readers = g.consumers(node.outputs[0]);
+      const bool feeds_relu = readers.size() == 1 && g.nodes[readers[0]].op_type == "Relu";
+      EXPECT_EQ(quantized_layers.count(node.name) == 0, feeds_relu) << node.name;
+    }
+  }
+  EXPECT_TRUE(quantized_layers.count("input")) << "model input is quantized in the default preset";
+  // Both inputs of every residual Add are quantized values.
+  for (const auto& node : g.nodes) {
+    if (node.op_type != "Add") continue;
+    for (const auto& in : node.inputs) {
+      const Node* producer = g.producer(in);
+      ASSERT_NE(producer, nullptr);
+      EXPECT_EQ(producer->op_type, "QatFakeQuant") << node.name << " reads unquantized " << in;
+    }
+  }
+}
+
+TEST(QuantSim, DisabledQuantizersReproduceTheFloatModel) {
+  const Tensor x = torch::randn({4, 1, 28, 28});
+  auto reference = resnet8();
+  reference->eval();
+  const Tensor expected = reference->forward(x);
+  for (auto bn : {BatchNormMode::kFold, BatchNormMode::kSimulate}) {
+    QuantSim sim(resnet8(), options_for("default", bn), {1, 1, 28, 28});
+    calibrate(sim, x);
+    sim.set_quantization_enabled(false);
+    sim.model().eval();
+    EXPECT_TRUE(torch::allclose(sim.model().forward(x), expected, 1e-4, 1e-5));
+  }
+}
+
+TEST(QuantSim, SimulatedFoldEqualsStaticFoldInEval) {
+  torch::manual_seed(3);
+  const Tensor x = torch::randn({8, 1, 28, 28});
+  QuantSim folded(resnet8(), options_for("default", BatchNormMode::kFold, 4, 8), {1, 1, 28, 28});
+  QuantSim simulated(resnet8(), options_for("default", BatchNormMode::kSimulate, 4, 8), {1, 1, 28, 28});
+  calibrate(folded, x);
+  calibrate(simulated, x);
+  folded.model().eval();
+  simulated.model().eval();
+  const Tensor a = folded.model().forward(x), b = simulated.model().forward(x);
+  // Same quantized weights; only float rounding of the fold differs.
+  EXPECT_LT((a - b).abs().max().item<float>(), 1e-3 * a.abs().max().item<float>());
+  EXPECT_TRUE(torch::equal(a.argmax(1), b.argmax(1)));
+}
+
+TEST(QuantSim, QuantizedForwardMatchesHandWrittenReference) {
+  GraphBuilder b(7);
+  auto x = b.input("input", {-1, 2, 6, 6});
+  b.output(b.relu(b.conv(x, "conv", 3, 3, 1, 1, true)));
+  auto m = b.build();
+  const Tensor w = m->initializer("conv.weight").detach().clone();
+  const Tensor bias = m->initializer("conv.bias").detach().clone();
+  QuantSim sim(m, options_for("default", BatchNormMode::kFold), {1, 2, 6, 6});
+  const Tensor input = torch::randn({2, 2, 6, 6});
+  calibrate(sim, input);
+  sim.model().eval();
+  const Tensor got = sim.model().forward(input);
+
+  // Reference with ATen ops: asymmetric uint8 input, per-channel symmetric
+  // int8 weight (absmax / 127), asymmetric uint8 output after ReLU.
+  auto fq = [](const Tensor& t, const Encoding& e) { return fake_quantize(t, e); };
+  QuantSpec act;
+  act.grid = {8, false, false};
+  const Encoding in_enc = encoding_from_range(input.min().item<double>(), input.max().item<double>(), act);
+  QuantSpec wspec;
+  wspec.grid = {8, true, false};
+  wspec.symmetric = true;
+  wspec.channel_axis = 0;
+  const Tensor absmax = w.abs().amax({1, 2, 3});
+  const Encoding w_enc = encoding_from_range(-absmax, absmax, wspec);
+  const Tensor wq = at::fake_quantize_per_channel_affine(w, w_enc.scale, w_enc.zero_point.to(torch::kInt), 0, -128, 127);
+  const Tensor y = torch::relu(torch::conv2d(fq(input, in_enc), wq, bias, 1, 1));
+  // Calibration observes the float model (quantizers pass data through),
+  // as AIMET's compute_encodings does.
+  const Tensor y_float = torch::relu(torch::conv2d(input, w, bias, 1, 1));
+  const Encoding out_enc = encoding_from_range(y_float.min().item<double>(), y_float.max().item<double>(), act);
+  EXPECT_TRUE(torch::allclose(got, fq(y, out_enc), 1e-5, 1e-6)) << (got - fq(y, out_enc)).abs().max();
+}
+
+TEST(QuantSim, SqnrDropsWithBitwidth) {
+  const Tensor x = torch::randn({8, 1, 28, 28});
+  double mean_db[2];
+  int i = 0;
+  for (int bits : {8, 4}) {
+    QuantSim sim(resnet8(), options_for("default", BatchNormMode::kSimulate, bits, bits), {1, 1, 28, 28});
+    calibrate(sim, x);
+    const auto report = sim.sqnr_report(x);
+    ASSERT_FALSE(report.empty());
+    double sum = 0;
+    for (const auto& layer : report) sum += layer.sqnr_db;
+    mean_db[i++] = sum / static_cast<double>(report.size());
+  }
+  EXPECT_GT(mean_db[0], 20.0);
+  EXPECT_GT(mean_db[0], mean_db[1] + 10.0) << "8 bit should beat 4 bit by ~6 dB per bit";
+}
+
+TEST(QuantSim, RangeLearningTrainsTheRightEncodings) {
+  const Tensor x = torch::randn({4, 1, 28, 28});
+  QuantSim sim(resnet8(), options_for("default", BatchNormMode::kSimulate), {1, 1, 28, 28});
+  calibrate(sim, x);
+  sim.set_range_learning(true, false);
+  const size_t weights_only = sim.encoding_parameters().size();
+  sim.set_range_learning(true, true);
+  const auto all = sim.encoding_parameters();
+  EXPECT_GT(all.size(), weights_only);
+  sim.model().train();
+  sim.model().forward(x).pow(2).mean().backward();
+  for (const auto& p : all) {
+    ASSERT_TRUE(p.grad().defined());
+    EXPECT_TRUE(torch::isfinite(p.grad()).all().item<bool>());
+  }
+  EXPECT_GT(all[0].grad().abs().sum().item<float>(), 0.0f);
+}
+
+TEST(QuantSim, FrozenBatchNormKeepsRunningStatistics) {
+  const Tensor x = torch::randn({4, 1, 28, 28});
+  QuantSim sim(resnet8(), options_for("default", BatchNormMode::kSimulate), {1, 1, 28, 28});
+  calibrate(sim, x);
+  const Tensor before = sim.model().initializer("stem.bn.running_mean").clone();
+  sim.model().train();
+  sim.freeze_batchnorm_stats(true);
+  sim.model().forward(x);
+  EXPECT_TRUE(torch::equal(before, sim.model().initializer("stem.bn.running_mean")));
+  sim.freeze_batchnorm_stats(false);
+  sim.model().forward(x);
+  EXPECT_FALSE(torch::equal(before, sim.model().initializer("stem.bn.running_mean")));
+}
+
+TEST(QuantSim, CheckpointRestoresEncodings) {
+  const Tensor x = torch::randn({4, 1, 28, 28});
+  QuantSim sim(resnet8(), options_for("default", BatchNormMode::kSimulate, 4, 4), {1, 1, 28, 28});
+  calibrate(sim, x);
+  sim.set_range_learning(true, true);
+  torch::optim::SGD sgd(sim.model().parameters(), 0.01);
+  const std::string path = ::testing::TempDir() + "/quantsim_checkpoint.pt";
+  save_checkpoint(path, sim.model(), sgd, TrainState{});
+  QuantSim restored(resnet8(2), options_for("default", BatchNormMode::kSimulate, 4, 4), {1, 1, 28, 28});
+  restored.set_range_learning(true, true);
+  torch::optim::SGD sgd2(restored.model().parameters(), 0.01);
+  load_checkpoint(path, restored.model(), sgd2);
+  sim.model().eval();
+  restored.model().eval();
+  EXPECT_TRUE(torch::equal(sim.model().forward(x), restored.model().forward(x)));
+}
+
+TEST(QuantSim, ConcatInputsShareOneQuantizer) {
+  register_op("TestConcatChannels", [](const OpContext&, const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{torch::cat({in[0], in[1]}, 1)};
+  });
+  GraphBuilder b(3);
+  auto x = b.input("input", {-1, 2, 6, 6});
+  auto left = b.relu(b.conv(x, "left", 3, 3));
+  auto right = b.relu(b.conv(x, "right", 3, 3));
+  auto m = b.build();
+  Node concat;
+  concat.name = "concat";
+  concat.op_type = "Concat";
+  concat.inputs = {left, right};
+  concat.outputs = {"joined"};
+  concat.attributes["axis"] = int64_t{1};
+  m->mutable_graph().nodes.push_back(concat);
+  m->mutable_graph().outputs = {"joined"};
+  QuantSim sim(m, options_for("default", BatchNormMode::kFold), {1, 2, 6, 6});
+  std::string left_q, right_q;
+  for (const auto& q : sim.quantizers()) {
+    if (q.tensor == left) left_q = q.name;
+    if (q.tensor == right) right_q = q.name;
+  }
+  ASSERT_FALSE(left_q.empty());
+  EXPECT_EQ(left_q, right_q);
+  calibrate(sim, torch::randn({2, 2, 6, 6}));
+  EXPECT_TRUE(sim.quantizer(left_q).has_encoding());
+}
+
+}  // namespace
+}  // namespace qat
