@@ -8,6 +8,7 @@
 #include <torch/optim/optimizer.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,16 @@ struct TrainOptions {
   // Directory for checkpoint.pt (written after every epoch) and resume.
   std::string out_dir;
   bool resume = false;
+
+  // QAT: quantizer encodings train in their own parameter group, with
+  // their own learning rate (0: same as lr) and no weight decay.
+  std::vector<torch::Tensor> encoding_parameters;
+  double encoding_lr = 0.0;
+  // Called before each epoch (0-based), e.g. to freeze BN statistics.
+  std::function<void(int64_t epoch)> on_epoch_start;
+  // Stored in the checkpoint and compared on resume, so a checkpoint of a
+  // differently configured quantsim is refused (QuantSim::describe()).
+  std::string checkpoint_tag;
 };
 
 struct EpochStats {
@@ -53,6 +64,7 @@ struct EpochStats {
 struct TrainState {
   int64_t epochs_done = 0;
   std::vector<EpochStats> history;
+  std::string tag;  // TrainOptions::checkpoint_tag
 };
 
 double scheduled_lr(const TrainOptions& options, int64_t epoch_index);
@@ -71,5 +83,7 @@ void save_checkpoint(const std::string& path, GraphModule& model, const torch::o
 // Restores what save_checkpoint wrote; a missing, corrupt or mismatched
 // file throws std::runtime_error naming the path.
 TrainState load_checkpoint(const std::string& path, GraphModule& model, torch::optim::Optimizer& optimizer);
+// Restores only the model's tensors (e.g. an FP32 run's weights before PTQ).
+void load_checkpoint_weights(const std::string& path, GraphModule& model);
 
 }  // namespace qat

@@ -1,31 +1,19 @@
-// The qat command line. Each subcommand is one pipeline stage; `demo` runs
-// every stage that exists end to end on Fashion-MNIST.
-#include "qat/encoding.h"
-#include "qat/fake_quant.h"
-#include "qat/onnx_import.h"
+// The qat command line: argument parsing only; the stages live in
+// pipeline.cpp.
+#include "cli/pipeline.h"
 #include "qat/threads.h"
-#include "qat/train.h"
-#include "qat/zoo.h"
 
 #include <CLI/CLI.hpp>
 
-#include <cmath>
 #include <iostream>
 #include <optional>
 
 namespace {
 
-struct DataArgs {
-  std::string data = "fashion-mnist";
-  std::string data_dir;
-  int64_t batch_size = 128;
-  uint64_t seed = 0;
-};
-
-struct ModelArgs {
-  std::string model = "resnet20";
-  std::string onnx;
-};
+using qat::cli::DataArgs;
+using qat::cli::ModelArgs;
+using qat::cli::QatArgs;
+using qat::cli::SimArgs;
 
 void add_data_options(CLI::App* cmd, DataArgs& args) {
   cmd->add_option("--data", args.data, "data set: fashion-mnist or cifar10")->capture_default_str();
@@ -37,78 +25,35 @@ void add_data_options(CLI::App* cmd, DataArgs& args) {
 void add_model_options(CLI::App* cmd, ModelArgs& args) {
   cmd->add_option("--model", args.model, "zoo model name")->capture_default_str();
   cmd->add_option("--onnx", args.onnx, "ONNX file to load instead of a zoo model");
+  cmd->add_option("--checkpoint", args.checkpoint, "checkpoint.pt with the FP32 weights to start from");
 }
 
-qat::data::Dataset load_split(const DataArgs& args, qat::data::Split split) {
-  if (args.data == "fashion-mnist") {
-    return qat::data::load_fashion_mnist(split, args.data_dir.empty() ? qat::data::kFashionMnistDir : args.data_dir);
-  }
-  if (args.data == "cifar10") {
-    if (args.data_dir.empty()) throw std::invalid_argument("--data cifar10 needs --data-dir");
-    return qat::data::load_cifar10(split, args.data_dir);
-  }
-  throw std::invalid_argument("unknown data set '" + args.data + "' (fashion-mnist, cifar10)");
+void add_sim_options(CLI::App* cmd, SimArgs& args) {
+  cmd->add_option("--config", args.config, "quantsim config: default, performance or an AIMET JSON file")
+      ->capture_default_str();
+  cmd->add_option("--w-bits", args.param_bits, "weight bitwidth (2-16)")->capture_default_str()->check(CLI::Range(2, 16));
+  cmd->add_option("--a-bits", args.activation_bits, "activation bitwidth (2-16)")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 16));
+  cmd->add_option("--act-analyzer", args.activation_analyzer, "minmax, ema, percentile, mse or sqnr")
+      ->capture_default_str();
+  cmd->add_option("--param-analyzer", args.param_analyzer, "minmax, percentile, mse or sqnr")->capture_default_str();
+  cmd->add_option("--bn", args.batchnorm, "BatchNorm: simulate (fold simulated while training) or fold")
+      ->capture_default_str();
+  cmd->add_option("--calib-batches", args.calibration_batches, "calibration batches")->capture_default_str();
 }
 
-qat::data::DataLoader make_loader(const DataArgs& args, qat::data::Split split) {
-  qat::data::Dataset dataset = load_split(args, split);
-  qat::data::LoaderOptions options;
-  options.batch_size = args.batch_size;
-  options.seed = args.seed;
-  options.normalization = args.data == "fashion-mnist"
-                              ? qat::data::Normalization{{qat::data::kFashionMnistMean}, {qat::data::kFashionMnistStd}}
-                              : qat::data::compute_normalization(dataset.images);
-  if (split == qat::data::Split::kTrain) {
-    options.shuffle = true;
-    options.drop_last = true;
-    options.augmentation.crop_padding = 2;
-    options.augmentation.horizontal_flip = true;
-  }
-  return qat::data::DataLoader(std::move(dataset), options);
-}
-
-std::shared_ptr<qat::GraphModule> load_model(const ModelArgs& model, const qat::data::Dataset& data, uint64_t seed) {
-  if (!model.onnx.empty()) return qat::import_onnx(model.onnx);
-  qat::ZooOptions options;
-  options.in_channels = data.images.size(1);
-  options.image_size = data.images.size(2);
-  options.num_classes = static_cast<int64_t>(data.class_names.size());
-  options.seed = seed;
-  return qat::make_model(model.model, options);
-}
-
-// The demo grows with the pipeline; stages that do not exist yet are listed.
-int run_demo() {
-  std::cout << "qat demo: Fashion-MNIST quantization-aware training pipeline\n";
-  torch::manual_seed(0);
-  const torch::Tensor x = torch::randn({64, 16, 28, 28});
-  for (int bits : {8, 4}) {
-    qat::QuantSpec spec;
-    spec.grid = {bits, /*is_signed=*/true, /*narrow_range=*/false};
-    spec.symmetric = true;
-    const auto enc = qat::encoding_from_range(x.min().item<double>(), x.max().item<double>(), spec);
-    const torch::Tensor err = qat::fake_quantize(x, enc) - x;
-    const double sqnr = 10.0 * std::log10(x.pow(2).mean().item<double>() / err.pow(2).mean().item<double>());
-    std::cout << "  [done] fake-quant core    " << enc.to_string() << "  SQNR " << sqnr << " dB\n";
-  }
-  for (const char* stage : {"FP32 training (graph IR, Fashion-MNIST loader)", "PTQ calibration",
-                            "QAT", "ONNX QDQ export and validation"}) {
-    std::cout << "  [todo] " << stage << "\n";
-  }
-  return 0;
-}
-
-int run_train(const ModelArgs& model_args, const DataArgs& data_args, qat::TrainOptions options) {
-  const qat::data::DataLoader train_loader = make_loader(data_args, qat::data::Split::kTrain);
-  const qat::data::DataLoader test_loader = make_loader(data_args, qat::data::Split::kTest);
-  auto model = load_model(model_args, train_loader.dataset(), data_args.seed);
-  torch::manual_seed(data_args.seed);
-  const auto history = qat::train(*model, train_loader, test_loader, options);
-  if (!history.empty()) {
-    std::printf("final test accuracy: %.2f%% after %ld epochs\n", 100.0 * history.back().test_accuracy,
-                static_cast<long>(history.back().epoch));
-  }
-  return 0;
+void add_train_options(CLI::App* cmd, qat::TrainOptions& options) {
+  cmd->add_option("--epochs", options.epochs, "epochs")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--lr", options.lr, "initial learning rate")->capture_default_str();
+  cmd->add_option("--weight-decay", options.weight_decay, "weight decay")->capture_default_str();
+  cmd->add_option("--schedule", options.schedule, "cosine, step or constant")->capture_default_str();
+  cmd->add_option("--step-epochs", options.step_epochs, "epochs between lr steps (step schedule: lr / 10)")
+      ->capture_default_str();
+  cmd->add_option("--grad-clip", options.grad_clip_norm, "clip gradient norm (0: off)")->capture_default_str();
+  cmd->add_option("--out", options.out_dir, "run directory for checkpoint.pt");
+  cmd->add_flag("--resume", options.resume, "continue from the run directory's checkpoint");
+  cmd->add_flag("!--no-progress", options.progress, "no progress bars");
 }
 
 }  // namespace
@@ -119,29 +64,60 @@ int main(int argc, char** argv) {
   std::optional<int> threads;
   app.add_option("--threads", threads, "intra-op threads (default: $QAT_NUM_THREADS or all cores)");
 
-  auto* demo = app.add_subcommand("demo", "run the end-to-end Fashion-MNIST QAT pipeline");
+  std::string demo_dir = "runs/demo";
+  int64_t demo_fp32_epochs = 4, demo_qat_epochs = 1;
+  auto* demo = app.add_subcommand("demo", "run the end-to-end Fashion-MNIST pipeline: FP32 -> PTQ -> QAT");
+  demo->add_option("--dir", demo_dir, "work directory (caches the FP32 baseline)")->capture_default_str();
+  demo->add_option("--fp32-epochs", demo_fp32_epochs, "FP32 training epochs")->capture_default_str();
+  demo->add_option("--qat-epochs", demo_qat_epochs, "QAT epochs")->capture_default_str();
 
-  auto* train = app.add_subcommand("train", "train a model in FP32");
   ModelArgs model_args;
   DataArgs data_args;
+  SimArgs sim_args;
   qat::TrainOptions train_options;
+  QatArgs qat_args;
+  qat_args.train.epochs = 2;
+  qat_args.train.lr = 1e-3;
+  qat_args.train.schedule = "step";
+
+  auto* train = app.add_subcommand("train", "train a model in FP32");
   add_model_options(train, model_args);
   add_data_options(train, data_args);
-  train->add_option("--epochs", train_options.epochs, "epochs")->capture_default_str()->check(CLI::PositiveNumber);
-  train->add_option("--lr", train_options.lr, "initial learning rate")->capture_default_str();
-  train->add_option("--weight-decay", train_options.weight_decay, "weight decay")->capture_default_str();
-  train->add_option("--schedule", train_options.schedule, "cosine, step or constant")->capture_default_str();
-  train->add_option("--step-epochs", train_options.step_epochs, "epochs between lr steps (step schedule)");
-  train->add_option("--out", train_options.out_dir, "run directory for checkpoint.pt")->required();
-  train->add_flag("--resume", train_options.resume, "continue from the run directory's checkpoint");
-  train->add_flag("!--no-progress", train_options.progress, "no progress bars");
+  add_train_options(train, train_options);
+
+  auto* eval = app.add_subcommand("eval", "evaluate an FP32 model's top-1 accuracy");
+  add_model_options(eval, model_args);
+  add_data_options(eval, data_args);
+
+  std::string ptq_out;
+  auto* ptq = app.add_subcommand("ptq", "post-training quantization: quantsim + calibration, then evaluate");
+  add_model_options(ptq, model_args);
+  add_data_options(ptq, data_args);
+  add_sim_options(ptq, sim_args);
+  ptq->add_option("--out", ptq_out, "directory to save the calibrated sim's checkpoint.pt");
+
+  auto* qat_cmd = app.add_subcommand("qat", "quantization-aware training from a PTQ start");
+  add_model_options(qat_cmd, model_args);
+  add_data_options(qat_cmd, data_args);
+  add_sim_options(qat_cmd, sim_args);
+  add_train_options(qat_cmd, qat_args.train);
+  qat_cmd->add_option("--encoding-lr", qat_args.train.encoding_lr, "learning rate of encodings (0: --lr)");
+  qat_cmd->add_flag("--range-learning", qat_args.range_learning, "train activation encodings too");
+  qat_cmd->add_option("--freeze-bn-epoch", qat_args.freeze_bn_epoch, "freeze BN statistics from this epoch (0-based)");
+  qat_cmd->add_option("--layers", qat_args.layers, "selective QAT: train only these nodes")->delimiter(',');
 
   CLI11_PARSE(app, argc, argv);
   try {
     const int used = qat::configure_threads(threads);
     std::cerr << "qat: " << used << " threads\n";
-    if (demo->parsed()) return run_demo();
-    if (train->parsed()) return run_train(model_args, data_args, train_options);
+    if (demo->parsed()) return qat::cli::run_demo_command(demo_dir, demo_fp32_epochs, demo_qat_epochs);
+    if (train->parsed()) {
+      if (train_options.out_dir.empty()) throw std::invalid_argument("train needs --out DIR");
+      return qat::cli::run_train_command(model_args, data_args, train_options);
+    }
+    if (eval->parsed()) return qat::cli::run_eval_command(model_args, data_args);
+    if (ptq->parsed()) return qat::cli::run_ptq_command(model_args, data_args, sim_args, ptq_out);
+    if (qat_cmd->parsed()) return qat::cli::run_qat_command(model_args, data_args, sim_args, qat_args);
   } catch (const std::exception& e) {
     std::cerr << "qat: error: " << e.what() << "\n";
     return 1;

@@ -107,6 +107,7 @@ void save_checkpoint(const std::string& path, GraphModule& model, const torch::o
   archive.write("model", model_archive);
   archive.write("optimizer", optimizer_archive);
   archive.write("epochs_done", torch::tensor(state.epochs_done));
+  archive.write("tag", c10::IValue(state.tag));
   archive.write("history", history_tensor(state.history));
   {
     at::Generator generator = at::detail::getDefaultCPUGenerator();
@@ -119,7 +120,9 @@ void save_checkpoint(const std::string& path, GraphModule& model, const torch::o
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(path + ": cannot rename " + tmp + " over it");
 }
 
-TrainState load_checkpoint(const std::string& path, GraphModule& model, torch::optim::Optimizer& optimizer) {
+namespace {
+
+torch::serialize::InputArchive open_checkpoint(const std::string& path) {
   if (!std::filesystem::exists(path)) throw std::runtime_error(path + ": checkpoint not found");
   torch::serialize::InputArchive archive;
   try {
@@ -127,7 +130,6 @@ TrainState load_checkpoint(const std::string& path, GraphModule& model, torch::o
   } catch (const c10::Error& e) {
     throw std::runtime_error(path + ": corrupt or truncated checkpoint (" + e.what_without_backtrace() + ")");
   }
-  TrainState state;
   try {
     c10::IValue format;
     archive.read("format", format);
@@ -135,12 +137,34 @@ TrainState load_checkpoint(const std::string& path, GraphModule& model, torch::o
   } catch (const std::exception&) {
     throw std::runtime_error(path + ": not a qat checkpoint (format marker '" + std::string(kFormat) + "' missing)");
   }
+  return archive;
+}
+
+}  // namespace
+
+void load_checkpoint_weights(const std::string& path, GraphModule& model) {
+  torch::serialize::InputArchive archive = open_checkpoint(path);
+  try {
+    torch::serialize::InputArchive model_archive;
+    archive.read("model", model_archive);
+    load_model(model_archive, model, path);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(path + ": checkpoint does not match this model (" + e.what_without_backtrace() + ")");
+  }
+}
+
+TrainState load_checkpoint(const std::string& path, GraphModule& model, torch::optim::Optimizer& optimizer) {
+  torch::serialize::InputArchive archive = open_checkpoint(path);
+  TrainState state;
   try {
     torch::serialize::InputArchive model_archive, optimizer_archive;
     archive.read("model", model_archive);
     load_model(model_archive, model, path);
     archive.read("optimizer", optimizer_archive);
     optimizer.load(optimizer_archive);
+    c10::IValue tag;
+    archive.read("tag", tag);
+    state.tag = tag.toStringRef();
     torch::Tensor epochs_done, history, rng;
     archive.read("epochs_done", epochs_done);
     archive.read("history", history);

@@ -26,12 +26,23 @@ std::string fixed(double value, int digits) {
   return buffer;
 }
 
-std::vector<torch::Tensor> trainable_parameters(GraphModule& model) {
-  std::vector<torch::Tensor> params;
+// Weights in one group; encodings (if any) in a second one with their own
+// learning rate and no weight decay (decay would shrink ranges).
+std::vector<torch::optim::OptimizerParamGroup> parameter_groups(GraphModule& model, const TrainOptions& o) {
+  std::vector<torch::Tensor> weights;
   for (const auto& p : model.parameters()) {
-    if (p.requires_grad()) params.push_back(p);
+    bool is_encoding = false;
+    for (const auto& e : o.encoding_parameters) is_encoding = is_encoding || e.is_same(p);
+    if (p.requires_grad() && !is_encoding) weights.push_back(p);
   }
-  return params;
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(weights);
+  if (!o.encoding_parameters.empty()) {
+    auto options = std::make_unique<torch::optim::SGDOptions>(o.encoding_lr > 0 ? o.encoding_lr : o.lr);
+    options->momentum(o.momentum).weight_decay(0.0);
+    groups.emplace_back(o.encoding_parameters, std::move(options));
+  }
+  return groups;
 }
 
 // A NaN or Inf loss would silently destroy every weight on the next step.
@@ -83,20 +94,29 @@ double scheduled_lr(const TrainOptions& o, int64_t epoch_index) {
 std::vector<EpochStats> train(GraphModule& model, const data::DataLoader& train_loader,
                               const data::DataLoader& test_loader, const TrainOptions& options) {
   scheduled_lr(options, 0);  // rejects a bad schedule before any work
-  torch::optim::SGD optimizer(trainable_parameters(model), torch::optim::SGDOptions(options.lr)
-                                                               .momentum(options.momentum)
-                                                               .weight_decay(options.weight_decay));
+  torch::optim::SGD optimizer(parameter_groups(model, options), torch::optim::SGDOptions(options.lr)
+                                                                     .momentum(options.momentum)
+                                                                     .weight_decay(options.weight_decay));
+  // The encoding group's lr follows the same schedule, scaled.
+  const double encoding_ratio = options.encoding_lr > 0 ? options.encoding_lr / options.lr : 1.0;
   const std::string checkpoint = options.out_dir.empty() ? "" : options.out_dir + "/checkpoint.pt";
   if (!checkpoint.empty()) std::filesystem::create_directories(options.out_dir);
   TrainState state;
+  state.tag = options.checkpoint_tag;
   if (options.resume && !checkpoint.empty() && std::filesystem::exists(checkpoint)) {
     state = load_checkpoint(checkpoint, model, optimizer);
+    if (state.tag != options.checkpoint_tag) {
+      throw std::runtime_error(checkpoint + ": checkpoint was written for a different quantsim configuration");
+    }
     std::fprintf(stderr, "resuming %s after epoch %ld\n", checkpoint.c_str(), static_cast<long>(state.epochs_done));
   }
   for (int64_t epoch = state.epochs_done; epoch < options.epochs; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
     const double lr = scheduled_lr(options, epoch);
-    for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+    for (size_t g = 0; g < optimizer.param_groups().size(); ++g) {
+      optimizer.param_groups()[g].options().set_lr(g == 0 ? lr : lr * encoding_ratio);
+    }
+    if (options.on_epoch_start) options.on_epoch_start(epoch);
     model.train();
     double loss_sum = 0.0;
     int64_t correct = 0, seen = 0, index = 0;
@@ -109,7 +129,11 @@ std::vector<EpochStats> train(GraphModule& model, const data::DataLoader& train_
       const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
       check_finite(loss, epoch + 1, index);
       loss.backward();
-      if (options.grad_clip_norm > 0) torch::nn::utils::clip_grad_norm_(optimizer.parameters(), options.grad_clip_norm);
+      if (options.grad_clip_norm > 0) {
+        for (auto& group : optimizer.param_groups()) {
+          torch::nn::utils::clip_grad_norm_(group.params(), options.grad_clip_norm);
+        }
+      }
       optimizer.step();
       const int64_t n = batch.labels.size(0);
       loss_sum += loss.item<double>() * static_cast<double>(n);

@@ -1,0 +1,266 @@
+#include "cli/pipeline.h"
+
+#include "qat/onnx_import.h"
+#include "qat/progress.h"
+#include "qat/zoo.h"
+
+#include <torch/optim/sgd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+namespace qat::cli {
+namespace {
+
+data::Dataset load_split(const DataArgs& args, data::Split split) {
+  if (args.data == "fashion-mnist") {
+    return data::load_fashion_mnist(split, args.data_dir.empty() ? data::kFashionMnistDir : args.data_dir);
+  }
+  if (args.data == "cifar10") {
+    if (args.data_dir.empty()) throw std::invalid_argument("--data cifar10 needs --data-dir");
+    return data::load_cifar10(split, args.data_dir);
+  }
+  throw std::invalid_argument("unknown data set '" + args.data + "' (fashion-mnist, cifar10)");
+}
+
+BatchNormMode batchnorm_mode(const std::string& name) {
+  if (name == "simulate") return BatchNormMode::kSimulate;
+  if (name == "fold") return BatchNormMode::kFold;
+  throw std::invalid_argument("unknown --bn mode '" + name + "' (simulate, fold)");
+}
+
+std::string percent(double fraction) {
+  char buffer[16];
+  std::snprintf(buffer, sizeof buffer, "%.2f%%", 100.0 * fraction);
+  return buffer;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Selective QAT: only the named layers' weights and weight encodings train.
+void restrict_training(QuantSim& sim, const std::vector<std::string>& layers) {
+  const std::set<std::string> chosen(layers.begin(), layers.end());
+  std::set<std::string> kept;
+  for (const Node& node : sim.model().graph().nodes) {
+    if (!chosen.count(node.name)) continue;
+    for (const auto& in : node.inputs) kept.insert(in);
+  }
+  for (const auto& name : layers) {
+    bool found = false;
+    for (const Node& node : sim.model().graph().nodes) found = found || node.name == name;
+    if (!found) throw std::invalid_argument("--layers: no node named '" + name + "'");
+  }
+  for (const auto& name : sim.model().initializer_names()) {
+    if (!kept.count(name)) sim.model().initializer(name).set_requires_grad(false);
+  }
+  for (const auto& info : sim.quantizers()) {
+    if (!chosen.count(info.layer)) sim.quantizer(info.name).set_trainable(false);
+  }
+}
+
+// Saves a sim (or FP32 model) with no training history, for `qat eval`.
+void save_model(const std::string& dir, GraphModule& model, const std::string& tag) {
+  std::filesystem::create_directories(dir);
+  torch::optim::SGD unused(model.parameters(), 0.0);
+  TrainState state;
+  state.tag = tag;
+  save_checkpoint(dir + "/checkpoint.pt", model, unused, state);
+}
+
+}  // namespace
+
+data::DataLoader make_loader(const DataArgs& args, data::Split split, bool augment) {
+  data::Dataset dataset = load_split(args, split);
+  data::LoaderOptions options;
+  options.batch_size = args.batch_size;
+  options.seed = args.seed;
+  options.normalization = args.data == "fashion-mnist"
+                              ? data::Normalization{{data::kFashionMnistMean}, {data::kFashionMnistStd}}
+                              : data::compute_normalization(dataset.images);
+  if (augment) {
+    options.shuffle = true;
+    options.drop_last = true;
+    options.augmentation.crop_padding = 2;
+    options.augmentation.horizontal_flip = true;
+  }
+  return data::DataLoader(std::move(dataset), options);
+}
+
+std::shared_ptr<GraphModule> load_model(const ModelArgs& args, const data::Dataset& data, uint64_t seed) {
+  std::shared_ptr<GraphModule> model;
+  if (!args.onnx.empty()) {
+    model = import_onnx(args.onnx);
+  } else {
+    ZooOptions options;
+    options.in_channels = data.images.size(1);
+    options.image_size = data.images.size(2);
+    options.num_classes = static_cast<int64_t>(data.class_names.size());
+    options.seed = seed;
+    model = make_model(args.model, options);
+  }
+  if (!args.checkpoint.empty()) load_checkpoint_weights(args.checkpoint, *model);
+  return model;
+}
+
+std::unique_ptr<QuantSim> make_calibrated_sim(std::shared_ptr<GraphModule> model, const SimArgs& args,
+                                              const data::DataLoader& calibration) {
+  QuantSimOptions options;
+  options.config = load_sim_config(args.config);
+  options.config.param_bitwidth = args.param_bits;
+  options.config.activation_bitwidth = args.activation_bits;
+  options.activation_analyzer = args.activation_analyzer;
+  options.param_analyzer = args.param_analyzer;
+  options.batchnorm = batchnorm_mode(args.batchnorm);
+  auto shape = calibration.dataset().images.sizes().vec();
+  shape[0] = 1;
+  auto sim = std::make_unique<QuantSim>(std::move(model), options, shape);
+  const int64_t batches = std::min(args.calibration_batches, calibration.num_batches());
+  sim->compute_encodings([&](GraphModule& m) {
+    ProgressBar bar("calibrate", batches);
+    for (int64_t i = 0; i < batches; ++i) {
+      m.forward(calibration.batch(0, i).images);
+      bar.update(i + 1);
+    }
+    bar.finish();
+  });
+  return sim;
+}
+
+std::vector<EpochStats> run_qat(QuantSim& sim, const QatArgs& args, const data::DataLoader& train_loader,
+                                const data::DataLoader& test_loader) {
+  sim.set_range_learning(/*weights=*/true, /*activations=*/args.range_learning);
+  if (!args.layers.empty()) restrict_training(sim, args.layers);
+  TrainOptions options = args.train;
+  options.encoding_parameters = sim.encoding_parameters();
+  options.checkpoint_tag = sim.describe();
+  options.on_epoch_start = [&](int64_t epoch) {
+    sim.freeze_batchnorm_stats(args.freeze_bn_epoch >= 0 && epoch >= args.freeze_bn_epoch);
+  };
+  return train(sim.model(), train_loader, test_loader, options);
+}
+
+int run_train_command(const ModelArgs& model_args, const DataArgs& data_args, const TrainOptions& options) {
+  const data::DataLoader train_loader = make_loader(data_args, data::Split::kTrain, true);
+  const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
+  auto model = load_model(model_args, train_loader.dataset(), data_args.seed);
+  const auto history = train(*model, train_loader, test_loader, options);
+  if (!history.empty()) {
+    std::printf("final test accuracy: %s after %ld epochs\n", percent(history.back().test_accuracy).c_str(),
+                static_cast<long>(history.back().epoch));
+  }
+  return 0;
+}
+
+int run_eval_command(const ModelArgs& model_args, const DataArgs& data_args) {
+  const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
+  auto model = load_model(model_args, test_loader.dataset(), data_args.seed);
+  const EvalResult result = evaluate(*model, test_loader, "eval");
+  std::printf("test accuracy: %s  loss %.4f  (%ld images)\n", percent(result.accuracy).c_str(), result.loss,
+              static_cast<long>(result.samples));
+  return 0;
+}
+
+int run_ptq_command(const ModelArgs& model_args, const DataArgs& data_args, const SimArgs& sim_args,
+                    const std::string& out_dir) {
+  const data::DataLoader calibration = make_loader(data_args, data::Split::kTrain, false);
+  const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
+  auto model = load_model(model_args, test_loader.dataset(), data_args.seed);
+  const double fp32 = evaluate(*model, test_loader, "fp32").accuracy;
+  auto sim = make_calibrated_sim(model, sim_args, calibration);
+  const double quantized = evaluate(sim->model(), test_loader, "ptq").accuracy;
+  auto report = sim->sqnr_report(calibration.batch(0, 0).images);
+  std::sort(report.begin(), report.end(), [](const auto& a, const auto& b) { return a.sqnr_db < b.sqnr_db; });
+  std::printf("least accurate layers (SQNR, float vs quantized outputs):\n");
+  for (size_t i = 0; i < std::min<size_t>(5, report.size()); ++i) {
+    std::printf("  %-32s %-18s %6.1f dB\n", report[i].node.c_str(), report[i].op_type.c_str(), report[i].sqnr_db);
+  }
+  std::printf("FP32 %s  ->  PTQ W%dA%d %s\n", percent(fp32).c_str(), sim_args.param_bits, sim_args.activation_bits,
+              percent(quantized).c_str());
+  if (!out_dir.empty()) save_model(out_dir, sim->model(), sim->describe());
+  return 0;
+}
+
+int run_qat_command(const ModelArgs& model_args, const DataArgs& data_args, const SimArgs& sim_args,
+                    const QatArgs& qat_args) {
+  const data::DataLoader train_loader = make_loader(data_args, data::Split::kTrain, true);
+  const data::DataLoader calibration = make_loader(data_args, data::Split::kTrain, false);
+  const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
+  auto model = load_model(model_args, test_loader.dataset(), data_args.seed);
+  const double fp32 = evaluate(*model, test_loader, "fp32").accuracy;
+  auto sim = make_calibrated_sim(model, sim_args, calibration);
+  const double ptq = evaluate(sim->model(), test_loader, "ptq").accuracy;
+  const auto history = run_qat(*sim, qat_args, train_loader, test_loader);
+  std::printf("FP32 %s  ->  PTQ W%dA%d %s  ->  QAT %s (%s range learning)\n", percent(fp32).c_str(),
+              sim_args.param_bits, sim_args.activation_bits, percent(ptq).c_str(),
+              history.empty() ? "-" : percent(history.back().test_accuracy).c_str(),
+              qat_args.range_learning ? "with" : "without");
+  return 0;
+}
+
+int run_demo_command(const std::string& work_dir, int64_t fp32_epochs, int64_t qat_epochs) {
+  const auto start = std::chrono::steady_clock::now();
+  DataArgs data_args;
+  ModelArgs model_args;
+  model_args.model = "resnet20";
+  const data::DataLoader train_loader = make_loader(data_args, data::Split::kTrain, true);
+  const data::DataLoader calibration = make_loader(data_args, data::Split::kTrain, false);
+  const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
+
+  std::printf("== 1. FP32 baseline: %s on Fashion-MNIST, %ld epochs (cached in %s/fp32)\n", model_args.model.c_str(),
+              static_cast<long>(fp32_epochs), work_dir.c_str());
+  TrainOptions fp32_options;
+  fp32_options.epochs = fp32_epochs;
+  fp32_options.lr = 0.1;
+  fp32_options.out_dir = work_dir + "/fp32";
+  fp32_options.resume = true;  // a finished run is reused, an interrupted one continues
+  auto fp32_model = load_model(model_args, train_loader.dataset(), 0);
+  train(*fp32_model, train_loader, test_loader, fp32_options);
+  model_args.checkpoint = work_dir + "/fp32/checkpoint.pt";
+  const double fp32 = evaluate(*fp32_model, test_loader, "fp32").accuracy;
+
+  struct Row {
+    std::string stage, bits;
+    double accuracy;
+  };
+  std::vector<Row> rows{{"FP32", "-", fp32}};
+  for (const auto& [w, a] : {std::pair{8, 8}, {4, 8}, {4, 4}}) {
+    const std::string bits = "W" + std::to_string(w) + "A" + std::to_string(a);
+    std::printf("== 2. PTQ %s (min-max calibration, 16 batches)\n", bits.c_str());
+    SimArgs sim_args;
+    sim_args.param_bits = w;
+    sim_args.activation_bits = a;
+    auto sim = make_calibrated_sim(load_model(model_args, train_loader.dataset(), 0), sim_args, calibration);
+    rows.push_back({"PTQ", bits, evaluate(sim->model(), test_loader, "ptq " + bits).accuracy});
+    if (w == 4 && a == 8) continue;  // QAT for the two ends of the range
+    std::printf("== 3. QAT %s with range learning, %ld epoch(s)\n", bits.c_str(), static_cast<long>(qat_epochs));
+    QatArgs qat_args;
+    qat_args.range_learning = true;
+    qat_args.train.epochs = qat_epochs;
+    qat_args.train.lr = w == 8 ? 1e-3 : 1e-2;
+    qat_args.train.encoding_lr = 1e-3;
+    qat_args.train.schedule = "cosine";
+    const auto history = run_qat(*sim, qat_args, train_loader, test_loader);
+    rows.push_back({"QAT", bits, history.back().test_accuracy});
+  }
+  std::ostringstream table;
+  table << "| stage | bits | top-1 | vs FP32 |\n|---|---|---|---|\n";
+  for (const Row& row : rows) {
+    char delta[32];
+    std::snprintf(delta, sizeof delta, "%+.2f pp", 100.0 * (row.accuracy - fp32));
+    table << "| " << row.stage << " | " << row.bits << " | " << percent(row.accuracy) << " | "
+          << (row.stage == "FP32" ? "" : delta) << " |\n";
+  }
+  std::printf("\n%s\ntotal time %s\n", table.str().c_str(), format_duration(seconds_since(start)).c_str());
+  std::ofstream(work_dir + "/report.md") << table.str();
+  return 0;
+}
+
+}  // namespace qat::cli

@@ -1,0 +1,64 @@
+// The pipeline stages behind the CLI's subcommands: FP32 training, PTQ
+// (quantsim + calibration), QAT, and the end-to-end demo.
+#pragma once
+
+#include "qat/data.h"
+#include "qat/quantsim.h"
+#include "qat/train.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace qat::cli {
+
+struct DataArgs {
+  std::string data = "fashion-mnist";
+  std::string data_dir;
+  int64_t batch_size = 128;
+  uint64_t seed = 0;
+};
+
+struct ModelArgs {
+  std::string model = "resnet20";
+  std::string onnx;        // an ONNX file instead of a zoo model
+  std::string checkpoint;  // FP32 weights to start from
+};
+
+struct SimArgs {
+  std::string config = "default";  // preset name or AIMET JSON file
+  int param_bits = 8;
+  int activation_bits = 8;
+  std::string activation_analyzer = "minmax";
+  std::string param_analyzer = "minmax";
+  std::string batchnorm = "simulate";  // or "fold"
+  int64_t calibration_batches = 16;
+};
+
+struct QatArgs {
+  TrainOptions train;
+  bool range_learning = false;
+  int64_t freeze_bn_epoch = -1;  // freeze BN statistics from this epoch on
+  std::vector<std::string> layers;  // selective QAT: train only these nodes
+};
+
+data::DataLoader make_loader(const DataArgs& args, data::Split split, bool augment);
+std::shared_ptr<GraphModule> load_model(const ModelArgs& model, const data::Dataset& data, uint64_t seed);
+
+// Builds the sim for `model` and calibrates it on the first
+// calibration_batches batches of `calibration`.
+std::unique_ptr<QuantSim> make_calibrated_sim(std::shared_ptr<GraphModule> model, const SimArgs& args,
+                                              const data::DataLoader& calibration);
+
+// Trains the sim (QAT) and returns the per-epoch history.
+std::vector<EpochStats> run_qat(QuantSim& sim, const QatArgs& args, const data::DataLoader& train_loader,
+                                const data::DataLoader& test_loader);
+
+int run_train_command(const ModelArgs& model, const DataArgs& data, const TrainOptions& options);
+int run_eval_command(const ModelArgs& model, const DataArgs& data);
+int run_ptq_command(const ModelArgs& model, const DataArgs& data, const SimArgs& sim, const std::string& out_dir);
+int run_qat_command(const ModelArgs& model, const DataArgs& data, const SimArgs& sim, const QatArgs& qat);
+// The README's main job; `work_dir` caches the FP32 baseline.
+int run_demo_command(const std::string& work_dir, int64_t fp32_epochs, int64_t qat_epochs);
+
+}  // namespace qat::cli
