@@ -174,6 +174,8 @@ TEST(TensorOps, ReduceMeanAxesKeepdimsAndEmptyAxes) {
 }
 
 TEST(TensorOps, GradientsFlowThroughLayoutOps) {
+  // Seeded: with unlucky values every element clips and the gradient is 0.
+  torch::manual_seed(4);
   const Tensor x = torch::randn({3, 4}, torch::requires_grad());
   Tensor y = run1("Slice", {x, ints({-1}), ints({-100}), ints({1}), ints({-2})});  // columns 3, 1
   y = run1("Pad", {y, ints({1, 0, 0, 1})}, {{"mode", std::string("reflect")}});
