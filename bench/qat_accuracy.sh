@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The QAT accuracy matrix for one model: PTQ and QAT (without and with
+# range learning) at W8A8, W4A8 and W4A4, from one FP32 checkpoint.
+# Prints markdown table rows; every row comes from one `qat qat` run whose
+# full command is printed above the table.
+#   bench/qat_accuracy.sh MODEL FP32_CHECKPOINT QAT_EPOCHS
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=$1 checkpoint=$2 epochs=$3
+qat=build/qat
+rows=()
+for bits in "8 8" "4 8" "4 4"; do
+  read -r w a <<< "$bits"
+  lr=1e-3
+  [[ $w -lt 8 || $a -lt 8 ]] && lr=5e-3
+  for variant in "" "--range-learning"; do
+    cmd="$qat qat --model $model --checkpoint $checkpoint --w-bits $w --a-bits $a $variant \
+--epochs $epochs --lr $lr --schedule step --step-epochs 1 --freeze-bn-epoch 1 --no-progress"
+    echo "\$ $cmd" >&2
+    start=$(date +%s)
+    line=$($cmd 2>/dev/null | grep '^FP32')
+    secs=$(( $(date +%s) - start ))
+    # "FP32 91.23%  ->  PTQ W8A8 91.00%  ->  QAT 91.30% (with range learning)"
+    read -r fp32 ptq q <<< "$(echo "$line" | sed -E 's/FP32 ([0-9.]+)%.*PTQ [^ ]+ ([0-9.]+)%.*QAT ([0-9.]+)%.*/\1 \2 \3/')"
+    rl=$([[ -n $variant ]] && echo yes || echo no)
+    rows+=("| $model | W${w}A${a} | $fp32 | $ptq | $rl | $q | $(awk "BEGIN{printf \"%+.2f\", $q-$fp32}") | ${secs}s |")
+  done
+done
+echo "| model | bits | FP32 % | PTQ % | range learning | QAT % | QAT - FP32 (pp) | wall |"
+echo "|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
