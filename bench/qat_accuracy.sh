@@ -3,13 +3,21 @@
 # range learning) at W8A8, W4A8 and W4A4, from one FP32 checkpoint.
 # Prints markdown table rows; every row comes from one `qat qat` run whose
 # full command is printed above the table.
-#   bench/qat_accuracy.sh MODEL FP32_CHECKPOINT QAT_EPOCHS
+#   bench/qat_accuracy.sh MODEL FP32_CHECKPOINT QAT_EPOCHS [W/A ...]
+# e.g. bench/qat_accuracy.sh resnet20 runs/fp32/checkpoint.pt 1 8/8 4/8 4/4
+# QAT_BIN overrides the binary (copy it away when builds run meanwhile);
+# each run's full output goes to runs/qat_accuracy/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 checkpoint=$2 epochs=$3
-qat=build/qat
+shift 3
+configs=("$@")
+[[ $# -gt 0 ]] || configs=(8/8 4/8 4/4)
+qat=${QAT_BIN:-build/qat}
+mkdir -p runs/qat_accuracy
 rows=()
-for bits in "8 8" "4 8" "4 4"; do
+for bits in "${configs[@]}"; do
+  bits=${bits/\// }
   read -r w a <<< "$bits"
   lr=1e-3
   [[ $w -lt 8 || $a -lt 8 ]] && lr=5e-3
@@ -18,7 +26,9 @@ for bits in "8 8" "4 8" "4 4"; do
 --epochs $epochs --lr $lr --schedule step --step-epochs 1 --freeze-bn-epoch 1 --no-progress"
     echo "\$ $cmd" >&2
     start=$(date +%s)
-    line=$($cmd 2>/dev/null | grep '^FP32')
+    log=runs/qat_accuracy/${model}_w${w}a${a}${variant:+_rl}.log
+    $cmd > "$log" 2>&1 || { echo "failed, see $log" >&2; exit 1; }
+    line=$(grep '^FP32' "$log")
     secs=$(( $(date +%s) - start ))
     # "FP32 91.23%  ->  PTQ W8A8 91.00%  ->  QAT 91.30% (with range learning)"
     read -r fp32 ptq q <<< "$(echo "$line" | sed -E 's/FP32 ([0-9.]+)%.*PTQ [^ ]+ ([0-9.]+)%.*QAT ([0-9.]+)%.*/\1 \2 \3/')"

@@ -52,6 +52,7 @@ class Quantizer : public torch::nn::Module {
 
  private:
   void set_has_encoding(bool value);
+  torch::Tensor effective_scale() const;
 
   QuantSpec spec_;
   std::string analyzer_name_;

@@ -31,9 +31,14 @@ void Quantizer::set_analyzer(const std::string& analyzer) {
   analyzer_name_ = analyzer;
 }
 
+// An optimizer step can push a learned scale through zero; like NNCF, the
+// quantizer uses |scale| (never below kMinScale), so a trained encoding
+// always stays a valid one.
+torch::Tensor Quantizer::effective_scale() const { return scale_.abs().clamp_min(kMinScale); }
+
 Encoding Quantizer::encoding() const {
   if (!has_encoding()) throw std::logic_error("quantizer has no encoding yet: calibrate it first");
-  return {spec_, scale_.detach().clone(), zero_point_.detach().clone()};
+  return {spec_, effective_scale().detach().clone(), zero_point_.detach().clone()};
 }
 
 void Quantizer::set_encoding(const Encoding& encoding) {
@@ -76,7 +81,7 @@ torch::Tensor Quantizer::forward(const torch::Tensor& x) {
   }
   if (!enabled_ || !has_encoding()) return x;
   // Per-tensor parameters are stored as [1]; the ops want [] or [C].
-  const torch::Tensor scale = spec_.channel_axis ? scale_ : scale_.reshape({});
+  const torch::Tensor scale = spec_.channel_axis ? effective_scale() : effective_scale().reshape({});
   const torch::Tensor zero_point = spec_.channel_axis ? zero_point_ : zero_point_.reshape({});
   if (trainable_) return fake_quantize_learnable(x, scale, zero_point, spec_, lsq_grad_factor(x, spec_));
   return fake_quantize(x, Encoding{spec_, scale, zero_point});

@@ -282,3 +282,30 @@ TEST(QuantSim, ConcatInputsShareOneQuantizer) {
 
 }  // namespace
 }  // namespace qat
+
+namespace qat {
+namespace {
+
+// A learning step can push a scale through zero; the quantizer must keep
+// working with |scale| rather than fail or produce NaN mid-training.
+TEST(Quantizer, ScalePushedNegativeByTrainingStaysUsable) {
+  QuantSpec spec;
+  spec.grid = {8, true, false};
+  spec.symmetric = true;
+  Quantizer q(spec, "minmax");
+  q.set_encoding(Encoding{spec, torch::tensor({0.01f}), torch::tensor({0.0f})});
+  q.set_trainable(true);
+  const Tensor x = torch::randn({64});
+  const Tensor expected = q.forward(x).detach();
+  {
+    torch::NoGradGuard no_grad;
+    q.encoding_parameters()[0].neg_();
+  }
+  EXPECT_TRUE(torch::equal(q.forward(x).detach(), expected));
+  EXPECT_GT(q.encoding().scale.item<float>(), 0.0f);
+  q.encoding_parameters()[0].detach().zero_();
+  EXPECT_TRUE(torch::isfinite(q.forward(x)).all().item<bool>());
+}
+
+}  // namespace
+}  // namespace qat
