@@ -11,6 +11,7 @@
 namespace {
 
 using qat::cli::DataArgs;
+using qat::cli::ExportArgs;
 using qat::cli::ModelArgs;
 using qat::cli::QatArgs;
 using qat::cli::SimArgs;
@@ -106,6 +107,19 @@ int main(int argc, char** argv) {
   qat_cmd->add_option("--freeze-bn-epoch", qat_args.freeze_bn_epoch, "freeze BN statistics from this epoch (0-based)");
   qat_cmd->add_option("--layers", qat_args.layers, "selective QAT: train only these nodes")->delimiter(',');
 
+  ExportArgs export_args;
+  auto* export_cmd = app.add_subcommand("export", "write model_fp32.onnx, model_int8.onnx (QDQ) and encodings.json");
+  add_model_options(export_cmd, model_args);
+  add_data_options(export_cmd, data_args);
+  add_sim_options(export_cmd, sim_args);
+  export_cmd->add_option("--sim-checkpoint", export_args.sim_checkpoint,
+                         "checkpoint.pt of a sim saved by `qat ptq --out` or `qat qat --out` (default: calibrate)");
+  export_cmd->add_option("--encodings-version", export_args.encodings_version, "AIMET format: 1.0.0 or 0.6.1")
+      ->capture_default_str();
+  export_cmd->add_option("--out", export_args.out_dir, "output directory")->required();
+  export_cmd->add_flag("--sim-logits", export_args.save_sim_logits,
+                       "also write the sim's test-set logits (sim_test_logits.pb) for bench/deploy_bench.py");
+
   CLI11_PARSE(app, argc, argv);
   try {
     const int used = qat::configure_threads(threads);
@@ -118,6 +132,7 @@ int main(int argc, char** argv) {
     if (eval->parsed()) return qat::cli::run_eval_command(model_args, data_args);
     if (ptq->parsed()) return qat::cli::run_ptq_command(model_args, data_args, sim_args, ptq_out);
     if (qat_cmd->parsed()) return qat::cli::run_qat_command(model_args, data_args, sim_args, qat_args);
+    if (export_cmd->parsed()) return qat::cli::run_export_command(model_args, data_args, sim_args, export_args);
   } catch (const std::exception& e) {
     std::cerr << "qat: error: " << e.what() << "\n";
     return 1;

@@ -110,8 +110,7 @@ std::shared_ptr<GraphModule> load_model(const ModelArgs& args, const data::Datas
   return model;
 }
 
-std::unique_ptr<QuantSim> make_calibrated_sim(std::shared_ptr<GraphModule> model, const SimArgs& args,
-                                              const data::DataLoader& calibration) {
+QuantSimOptions sim_options(const SimArgs& args) {
   QuantSimOptions options;
   options.config = load_sim_config(args.config);
   options.config.param_bitwidth = args.param_bits;
@@ -119,9 +118,14 @@ std::unique_ptr<QuantSim> make_calibrated_sim(std::shared_ptr<GraphModule> model
   options.activation_analyzer = args.activation_analyzer;
   options.param_analyzer = args.param_analyzer;
   options.batchnorm = batchnorm_mode(args.batchnorm);
+  return options;
+}
+
+std::unique_ptr<QuantSim> make_calibrated_sim(std::shared_ptr<GraphModule> model, const SimArgs& args,
+                                              const data::DataLoader& calibration) {
   auto shape = calibration.dataset().images.sizes().vec();
   shape[0] = 1;
-  auto sim = std::make_unique<QuantSim>(std::move(model), options, shape);
+  auto sim = std::make_unique<QuantSim>(std::move(model), sim_options(args), shape);
   const int64_t batches = std::min(args.calibration_batches, calibration.num_batches());
   sim->compute_encodings([&](GraphModule& m) {
     ProgressBar bar("calibrate", batches);

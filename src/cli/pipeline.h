@@ -35,6 +35,13 @@ struct SimArgs {
   int64_t calibration_batches = 16;
 };
 
+struct ExportArgs {
+  std::string out_dir;
+  std::string sim_checkpoint;  // a sim saved by `qat ptq --out` or `qat qat --out`; empty: calibrate
+  std::string encodings_version = "1.0.0";
+  bool save_sim_logits = false;  // sim_test_logits.pb, for bench/deploy_bench.py
+};
+
 struct QatArgs {
   TrainOptions train;
   bool range_learning = false;
@@ -44,6 +51,9 @@ struct QatArgs {
 
 data::DataLoader make_loader(const DataArgs& args, data::Split split, bool augment);
 std::shared_ptr<GraphModule> load_model(const ModelArgs& model, const data::Dataset& data, uint64_t seed);
+
+// The sim options `args` describe (config file, bitwidths, analyzers, BN mode).
+QuantSimOptions sim_options(const SimArgs& args);
 
 // Builds the sim for `model` and calibrates it on the first
 // calibration_batches batches of `calibration`.
@@ -58,6 +68,8 @@ int run_train_command(const ModelArgs& model, const DataArgs& data, const TrainO
 int run_eval_command(const ModelArgs& model, const DataArgs& data);
 int run_ptq_command(const ModelArgs& model, const DataArgs& data, const SimArgs& sim, const std::string& out_dir);
 int run_qat_command(const ModelArgs& model, const DataArgs& data, const SimArgs& sim, const QatArgs& qat);
+// Writes model_fp32.onnx, model_int8.onnx (QDQ) and encodings.json.
+int run_export_command(const ModelArgs& model, const DataArgs& data, const SimArgs& sim, const ExportArgs& args);
 // The README's main job; `work_dir` caches the FP32 baseline.
 int run_demo_command(const std::string& work_dir, int64_t fp32_epochs, int64_t qat_epochs);
 
