@@ -15,15 +15,6 @@ namespace {
 using torch::Tensor;
 using Tensors = std::vector<Tensor>;
 
-// Checks that the first `count` inputs are present; kernels index them freely after.
-void require_inputs(const Tensors& in, size_t count) {
-  if (in.size() < count) {
-    throw std::invalid_argument("needs " + std::to_string(count) + " inputs, got " + std::to_string(in.size()));
-  }
-  for (size_t i = 0; i < count; ++i) {
-    if (!in[i].defined()) throw std::invalid_argument("input " + std::to_string(i) + " is required");
-  }
-}
 
 template <typename F>
 OpKernel unary(F fn) {

@@ -16,14 +16,6 @@ namespace {
 using torch::Tensor;
 using Tensors = std::vector<Tensor>;
 
-void require_inputs(const Tensors& in, size_t count) {
-  if (in.size() < count) {
-    throw std::invalid_argument("needs " + std::to_string(count) + " inputs, got " + std::to_string(in.size()));
-  }
-  for (size_t i = 0; i < count; ++i) {
-    if (!in[i].defined()) throw std::invalid_argument("input " + std::to_string(i) + " is required");
-  }
-}
 
 bool has(const Tensors& in, size_t i) { return i < in.size() && in[i].defined(); }
 
