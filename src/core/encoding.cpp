@@ -45,7 +45,7 @@ std::string Encoding::to_string() const {
 int64_t normalize_axis(int64_t axis, int64_t dim) {
   const int64_t normalized = axis < 0 ? axis + dim : axis;
   if (normalized < 0 || normalized >= dim) {
-    throw std::invalid_argument("channel axis " + std::to_string(axis) +
+    throw std::invalid_argument("axis " + std::to_string(axis) +
                                 " is out of bounds for a tensor of rank " + std::to_string(dim));
   }
   return normalized;

@@ -2,6 +2,7 @@
 // BatchNormalization, pooling, Dropout and Softmax. Each is built from
 // differentiable torch ops, so that QAT gradients reach inputs and weights.
 #include "graph/ops.h"
+#include "qat/encoding.h"
 
 #include <torch/types.h>
 #include <torch/utils.h>
@@ -25,13 +26,6 @@ using Outputs = std::vector<Tensor>;
 Tensor optional_input(const Inputs& in, size_t i) { return i < in.size() ? in[i] : Tensor(); }
 
 bool wants_output(const Node& node, size_t i) { return i < node.outputs.size() && !node.outputs[i].empty(); }
-
-int64_t normalize_axis(int64_t axis, int64_t rank) {
-  if (axis < -rank || axis >= rank) {
-    throw std::invalid_argument("axis " + std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
-  }
-  return axis < 0 ? axis + rank : axis;
-}
 
 // Number of spatial axes of an N x C x D1 x ... input.
 size_t spatial_rank(const Tensor& x) {
