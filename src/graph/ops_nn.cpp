@@ -252,12 +252,13 @@ void store_statistic(const OpContext& ctx, size_t input, const Tensor& value) {
   ctx.module.initializer(name).copy_(value);
 }
 
-// Inference normalizes with the running statistics. Training (the module's
-// mode or the node's own) normalizes with the batch statistics and moves the
-// running ones by ONNX's rule running * momentum + batch * (1 - momentum),
-// with the population (biased) batch variance as the spec and its test data
-// use. PyTorch updates with the unbiased variance; the two differ by a
-// factor n / (n - 1), n = N x D1 x ... per channel.
+// Inference normalizes with the running statistics. Training normalizes
+// with the batch statistics and moves the running ones by
+// running * momentum + batch * (1 - momentum). A node in training mode of
+// its own (the spec's case) uses the population (biased) batch variance, as
+// the spec and its test data do; a model being trained uses PyTorch's
+// unbiased variance, like every torch BatchNorm. The two differ by a factor
+// n / (n - 1), n = N x D1 x ... per channel.
 Outputs batch_norm(const OpContext& ctx, const Inputs& in) {
   const Node& node = ctx.node;
   const Tensor& x = in.at(0);
@@ -269,6 +270,19 @@ Outputs batch_norm(const OpContext& ctx, const Inputs& in) {
                               /*cudnn_enabled=*/true),
             mean, var};
   }
+  const double momentum = node.attr_float("momentum", 0.9);
+  if (!batch_norm_node_trains(ctx) && ctx.module.has_initializer(node.inputs[3]) &&
+      ctx.module.has_initializer(node.inputs[4])) {
+    // Training the model: one ATen pass normalises and moves the running
+    // statistics in place, by PyTorch's rule (unbiased batch variance), as
+    // the simulated-fold op of QAT does. Computing the ONNX-rule statistics
+    // separately would read the activation a second time.
+    Tensor running_mean = ctx.module.initializer(node.inputs[3]);
+    Tensor running_var = ctx.module.initializer(node.inputs[4]);
+    return {torch::batch_norm(x, in.at(1), in.at(2), running_mean, running_var, /*training=*/true, 1.0 - momentum,
+                              epsilon, /*cudnn_enabled=*/true),
+            running_mean, running_var};
+  }
   const Tensor y = torch::batch_norm(x, in.at(1), in.at(2), Tensor(), Tensor(), /*training=*/true, 0.0, epsilon,
                                      /*cudnn_enabled=*/true);
   torch::NoGradGuard no_grad;
@@ -278,7 +292,6 @@ Outputs batch_norm(const OpContext& ctx, const Inputs& in) {
   std::tie(batch_var, batch_mean) = torch::var_mean(x, reduce, /*unbiased=*/false);
   batch_mean = batch_mean.to(mean.scalar_type());
   batch_var = batch_var.to(var.scalar_type());
-  const double momentum = node.attr_float("momentum", 0.9);
   const Tensor running_mean = mean * momentum + batch_mean * (1.0 - momentum);
   const Tensor running_var = var * momentum + batch_var * (1.0 - momentum);
   if (ctx.training) {

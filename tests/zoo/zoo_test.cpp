@@ -16,6 +16,24 @@ int64_t count_parameters(GraphModule& m) {
   return n;
 }
 
+// Training a built model moves BN running statistics as torch's BatchNorm2d
+// does (momentum 0.1, unbiased batch variance), and normalises alike.
+TEST(Builder, BatchNormTrainsLikeTorchBatchNorm2d) {
+  GraphBuilder b;
+  b.output(b.batch_norm(b.input("x", {-1, 3, 5, 5}), "bn"));
+  auto model = b.build();
+  torch::nn::BatchNorm2d reference(3);
+  model->train();
+  reference->train();
+  torch::manual_seed(7);
+  for (int step = 0; step < 3; ++step) {
+    const torch::Tensor x = torch::randn({4, 3, 5, 5}) * 2 + 1;
+    EXPECT_TRUE(torch::allclose(model->forward(x), reference->forward(x), 1e-5, 1e-5));
+  }
+  EXPECT_TRUE(torch::allclose(model->initializer("bn.running_mean"), reference->running_mean, 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(model->initializer("bn.running_var"), reference->running_var, 1e-6, 1e-6));
+}
+
 TEST(Zoo, EveryModelMapsImagesToLogits) {
   for (const auto& name : zoo_models()) {
     auto model = make_model(name);
