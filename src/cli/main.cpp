@@ -70,11 +70,14 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "intra-op threads (default: $QAT_NUM_THREADS or all cores)");
 
   std::string demo_dir = "runs/demo";
-  int64_t demo_fp32_epochs = 4, demo_qat_epochs = 1;
+  int64_t demo_fp32_epochs = 4, demo_qat_epochs = 1, demo_steps = 0;
   auto* demo = app.add_subcommand("demo", "run the end-to-end Fashion-MNIST pipeline: FP32 -> PTQ -> QAT");
   demo->add_option("--dir", demo_dir, "work directory (caches the FP32 baseline)")->capture_default_str();
   demo->add_option("--fp32-epochs", demo_fp32_epochs, "FP32 training epochs")->capture_default_str();
   demo->add_option("--qat-epochs", demo_qat_epochs, "QAT epochs")->capture_default_str();
+  demo->add_option("--steps-per-epoch", demo_steps, "training batches per epoch (0: all; a quick check)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
 
   ModelArgs model_args;
   DataArgs data_args;
@@ -134,7 +137,7 @@ int main(int argc, char** argv) {
     const int used = qat::configure_threads(threads);
     std::cerr << "qat: " << used << " threads\n";
     qat::set_progress_bars_enabled(progress && train_options.progress && qat_args.train.progress);
-    if (demo->parsed()) return qat::cli::run_demo_command(demo_dir, demo_fp32_epochs, demo_qat_epochs);
+    if (demo->parsed()) return qat::cli::run_demo_command(demo_dir, demo_fp32_epochs, demo_qat_epochs, demo_steps);
     if (train->parsed()) {
       if (train_options.out_dir.empty()) throw std::invalid_argument("train needs --out DIR");
       return qat::cli::run_train_command(model_args, data_args, train_options);

@@ -7,6 +7,7 @@
 #include <torch/optim/sgd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -39,6 +40,11 @@ std::string percent(double fraction) {
   char buffer[16];
   std::snprintf(buffer, sizeof buffer, "%.2f%%", 100.0 * fraction);
   return buffer;
+}
+
+std::string lowercase(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+  return text;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -209,7 +215,7 @@ int run_qat_command(const ModelArgs& model_args, const DataArgs& data_args, cons
   return 0;
 }
 
-int run_demo_command(const std::string& work_dir, int64_t fp32_epochs, int64_t qat_epochs) {
+int run_demo_command(const std::string& work_dir, int64_t fp32_epochs, int64_t qat_epochs, int64_t steps_per_epoch) {
   const auto start = std::chrono::steady_clock::now();
   DataArgs data_args;
   ModelArgs model_args;
@@ -225,6 +231,7 @@ int run_demo_command(const std::string& work_dir, int64_t fp32_epochs, int64_t q
   fp32_options.lr = 0.1;
   fp32_options.out_dir = work_dir + "/fp32";
   fp32_options.resume = true;  // a finished run is reused, an interrupted one continues
+  fp32_options.steps_per_epoch = steps_per_epoch;
   auto fp32_model = load_model(model_args, train_loader.dataset(), 0);
   train(*fp32_model, train_loader, test_loader, fp32_options);
   model_args.checkpoint = work_dir + "/fp32/checkpoint.pt";
@@ -251,9 +258,18 @@ int run_demo_command(const std::string& work_dir, int64_t fp32_epochs, int64_t q
     qat_args.train.lr = w == 8 ? 1e-3 : 1e-2;
     qat_args.train.encoding_lr = 1e-3;
     qat_args.train.schedule = "cosine";
+    qat_args.train.steps_per_epoch = steps_per_epoch;
+    qat_args.train.out_dir = work_dir + "/qat_" + lowercase(bits);
     const auto history = run_qat(*sim, qat_args, train_loader, test_loader);
     rows.push_back({"QAT", bits, history.back().test_accuracy});
   }
+  std::printf("== 4. Export the W8A8 QAT model: ONNX QDQ with int8 weights, AIMET encodings\n");
+  SimArgs int8_args;
+  ExportArgs export_args;
+  export_args.out_dir = work_dir + "/export_" + model_args.model;
+  export_args.sim_checkpoint = work_dir + "/qat_w8a8/checkpoint.pt";
+  export_args.save_sim_logits = true;  // scripts/demo.sh compares ONNX Runtime and OpenVINO with them
+  run_export_command(model_args, data_args, int8_args, export_args);
   std::ostringstream table;
   table << "| stage | bits | top-1 | vs FP32 |\n|---|---|---|---|\n";
   for (const Row& row : rows) {

@@ -71,6 +71,7 @@ int run_qat_command(const ModelArgs& model, const DataArgs& data, const SimArgs&
 // Writes model_fp32.onnx, model_int8.onnx (QDQ) and encodings.json.
 int run_export_command(const ModelArgs& model, const DataArgs& data, const SimArgs& sim, const ExportArgs& args);
 // The README's main job; `work_dir` caches the FP32 baseline.
-int run_demo_command(const std::string& work_dir, int64_t fp32_epochs, int64_t qat_epochs);
+// steps_per_epoch (0: whole epochs) cuts every training epoch short.
+int run_demo_command(const std::string& work_dir, int64_t fp32_epochs, int64_t qat_epochs, int64_t steps_per_epoch);
 
 }  // namespace qat::cli
