@@ -106,6 +106,19 @@ int main(int argc, char** argv) {
   qat_cmd->add_flag("--range-learning", qat_args.range_learning, "train activation encodings too");
   qat_cmd->add_option("--freeze-bn-epoch", qat_args.freeze_bn_epoch, "freeze BN statistics from this epoch (0-based)");
   qat_cmd->add_option("--layers", qat_args.layers, "selective QAT: train only these nodes")->delimiter(',');
+  qat_cmd->add_option("--top-k", qat_args.top_k, "selective QAT: train only the k most sensitive layers (qat analyze)");
+  qat_cmd->add_option("--analysis-batches", qat_args.analysis_batches, "batches the --top-k analysis runs")
+      ->capture_default_str();
+
+  qat::cli::AnalyzeArgs analyze_args;
+  auto* analyze = app.add_subcommand(
+      "analyze", "sensitivity: quantize one layer at a time (weights, activations) and rank the layers");
+  add_model_options(analyze, model_args);
+  add_data_options(analyze, data_args);
+  add_sim_options(analyze, sim_args);
+  analyze->add_option("--analysis-batches", analyze_args.batches, "training batches after the calibration ones")
+      ->capture_default_str();
+  analyze->add_option("--json", analyze_args.json, "also write the table and ranking as JSON");
 
   ExportArgs export_args;
   auto* export_cmd = app.add_subcommand("export", "write model_fp32.onnx, model_int8.onnx (QDQ) and encodings.json");
@@ -131,6 +144,7 @@ int main(int argc, char** argv) {
     }
     if (eval->parsed()) return qat::cli::run_eval_command(model_args, data_args);
     if (ptq->parsed()) return qat::cli::run_ptq_command(model_args, data_args, sim_args, ptq_out);
+    if (analyze->parsed()) return qat::cli::run_analyze_command(model_args, data_args, sim_args, analyze_args);
     if (qat_cmd->parsed()) return qat::cli::run_qat_command(model_args, data_args, sim_args, qat_args);
     if (export_cmd->parsed()) return qat::cli::run_export_command(model_args, data_args, sim_args, export_args);
   } catch (const std::exception& e) {

@@ -194,6 +194,9 @@ int run_ptq_command(const ModelArgs& model_args, const DataArgs& data_args, cons
 
 int run_qat_command(const ModelArgs& model_args, const DataArgs& data_args, const SimArgs& sim_args,
                     const QatArgs& qat_args) {
+  if (qat_args.top_k != 0 && !qat_args.layers.empty()) {
+    throw std::invalid_argument("--top-k and --layers both choose the layers: give one");
+  }
   const data::DataLoader train_loader = make_loader(data_args, data::Split::kTrain, true);
   const data::DataLoader calibration = make_loader(data_args, data::Split::kTrain, false);
   const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
@@ -201,7 +204,14 @@ int run_qat_command(const ModelArgs& model_args, const DataArgs& data_args, cons
   const double fp32 = evaluate(*model, test_loader, "fp32").accuracy;
   auto sim = make_calibrated_sim(model, sim_args, calibration);
   const double ptq = evaluate(sim->model(), test_loader, "ptq").accuracy;
-  const auto history = run_qat(*sim, qat_args, train_loader, test_loader);
+  QatArgs args = qat_args;
+  if (args.top_k != 0) {
+    args.layers = most_sensitive_layers(*sim, sim_args, calibration, args.analysis_batches, args.top_k);
+    std::printf("selective QAT of the %ld most sensitive layers:", static_cast<long>(args.top_k));
+    for (const auto& layer : args.layers) std::printf(" %s", layer.c_str());
+    std::printf("\n");
+  }
+  const auto history = run_qat(*sim, args, train_loader, test_loader);
   std::printf("FP32 %s  ->  PTQ W%dA%d %s  ->  QAT %s (%s range learning)\n", percent(fp32).c_str(),
               sim_args.param_bits, sim_args.activation_bits, percent(ptq).c_str(),
               history.empty() ? "-" : percent(history.back().test_accuracy).c_str(),

@@ -47,6 +47,13 @@ struct QatArgs {
   bool range_learning = false;
   int64_t freeze_bn_epoch = -1;  // freeze BN statistics from this epoch on
   std::vector<std::string> layers;  // selective QAT: train only these nodes
+  int64_t top_k = 0;                // selective QAT of the k most sensitive layers
+  int64_t analysis_batches = 16;    // batches the sensitivity analysis runs
+};
+
+struct AnalyzeArgs {
+  int64_t batches = 16;  // training-split batches after the calibration ones
+  std::string json;     // also write the report here
 };
 
 data::DataLoader make_loader(const DataArgs& args, data::Split split, bool augment);
@@ -60,6 +67,11 @@ QuantSimOptions sim_options(const SimArgs& args);
 std::unique_ptr<QuantSim> make_calibrated_sim(std::shared_ptr<GraphModule> model, const SimArgs& args,
                                               const data::DataLoader& calibration);
 
+// The k weighted layers whose quantization costs most accuracy, measured
+// on `batches` training batches that follow the calibration batches.
+std::vector<std::string> most_sensitive_layers(QuantSim& sim, const SimArgs& args,
+                                               const data::DataLoader& calibration, int64_t batches, int64_t k);
+
 // Trains the sim (QAT) and returns the per-epoch history.
 std::vector<EpochStats> run_qat(QuantSim& sim, const QatArgs& args, const data::DataLoader& train_loader,
                                 const data::DataLoader& test_loader);
@@ -67,6 +79,7 @@ std::vector<EpochStats> run_qat(QuantSim& sim, const QatArgs& args, const data::
 int run_train_command(const ModelArgs& model, const DataArgs& data, const TrainOptions& options);
 int run_eval_command(const ModelArgs& model, const DataArgs& data);
 int run_ptq_command(const ModelArgs& model, const DataArgs& data, const SimArgs& sim, const std::string& out_dir);
+int run_analyze_command(const ModelArgs& model, const DataArgs& data, const SimArgs& sim, const AnalyzeArgs& args);
 int run_qat_command(const ModelArgs& model, const DataArgs& data, const SimArgs& sim, const QatArgs& qat);
 // Writes model_fp32.onnx, model_int8.onnx (QDQ) and encodings.json.
 int run_export_command(const ModelArgs& model, const DataArgs& data, const SimArgs& sim, const ExportArgs& args);
