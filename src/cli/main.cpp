@@ -42,6 +42,12 @@ void add_sim_options(CLI::App* cmd, SimArgs& args) {
   cmd->add_option("--bn", args.batchnorm, "BatchNorm: simulate (fold simulated while training) or fold")
       ->capture_default_str();
   cmd->add_option("--calib-batches", args.calibration_batches, "calibration batches")->capture_default_str();
+  cmd->add_option("--ptq-batches", args.ptq_batches, "calibration batches the PTQ weight searches run")
+      ->capture_default_str();
+  cmd->add_flag("--seq-mse", args.seq_mse, "Sequential MSE: search per-channel weight ranges layer by layer");
+  cmd->add_option("--seq-mse-candidates", args.seq_mse_candidates, "Sequential MSE: candidate ranges per channel")
+      ->capture_default_str();
+  cmd->add_option("--seq-mse-loss", args.seq_mse_loss, "Sequential MSE: mse or l1")->capture_default_str();
 }
 
 void add_train_options(CLI::App* cmd, qat::TrainOptions& options) {

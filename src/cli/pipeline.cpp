@@ -2,6 +2,7 @@
 
 #include "qat/onnx_import.h"
 #include "qat/progress.h"
+#include "qat/seq_mse.h"
 #include "qat/zoo.h"
 
 #include <torch/optim/sgd.h>
@@ -63,6 +64,23 @@ void restrict_training(QuantSim& sim, const std::vector<std::string>& layers) {
   }
   for (const auto& info : sim.quantizers()) {
     if (!chosen.count(info.layer)) sim.quantizer(info.name).set_trainable(false);
+  }
+}
+
+// The weight searches after calibration, each on the first ptq_batches
+// calibration batches.
+void run_ptq_passes(QuantSim& sim, const SimArgs& args, const data::DataLoader& calibration) {
+  if (!args.seq_mse) return;
+  if (args.ptq_batches < 1) throw std::invalid_argument("--ptq-batches must be >= 1");
+  std::vector<torch::Tensor> batches;
+  for (int64_t i = 0; i < std::min(args.ptq_batches, calibration.num_batches()); ++i) {
+    batches.push_back(calibration.batch(0, i).images);
+  }
+  if (args.seq_mse) {
+    const auto start = std::chrono::steady_clock::now();
+    apply_seq_mse(sim, batches, {args.seq_mse_candidates, args.seq_mse_loss});
+    std::printf("seq-mse: %ld candidates, %zu batches, %.1f s\n", static_cast<long>(args.seq_mse_candidates),
+                batches.size(), seconds_since(start));
   }
 }
 
@@ -135,6 +153,7 @@ std::unique_ptr<QuantSim> make_calibrated_sim(std::shared_ptr<GraphModule> model
     }
     bar.finish();
   });
+  run_ptq_passes(*sim, args, calibration);
   return sim;
 }
 

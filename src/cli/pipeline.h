@@ -33,6 +33,12 @@ struct SimArgs {
   std::string param_analyzer = "minmax";
   std::string batchnorm = "simulate";  // or "fold"
   int64_t calibration_batches = 16;
+  // PTQ passes after calibration (docs/ptq.md), on the first ptq_batches
+  // calibration batches.
+  int64_t ptq_batches = 4;
+  bool seq_mse = false;
+  int64_t seq_mse_candidates = 20;
+  std::string seq_mse_loss = "mse";
 };
 
 struct ExportArgs {
@@ -62,8 +68,9 @@ std::shared_ptr<GraphModule> load_model(const ModelArgs& model, const data::Data
 // The sim options `args` describe (config file, bitwidths, analyzers, BN mode).
 QuantSimOptions sim_options(const SimArgs& args);
 
-// Builds the sim for `model` and calibrates it on the first
-// calibration_batches batches of `calibration`.
+// Builds the sim for `model`, calibrates it on the first
+// calibration_batches batches of `calibration` and runs the PTQ passes
+// `args` asks for.
 std::unique_ptr<QuantSim> make_calibrated_sim(std::shared_ptr<GraphModule> model, const SimArgs& args,
                                               const data::DataLoader& calibration);
 
