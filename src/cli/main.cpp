@@ -48,6 +48,9 @@ void add_sim_options(CLI::App* cmd, SimArgs& args) {
   cmd->add_option("--seq-mse-candidates", args.seq_mse_candidates, "Sequential MSE: candidate ranges per channel")
       ->capture_default_str();
   cmd->add_option("--seq-mse-loss", args.seq_mse_loss, "Sequential MSE: mse or l1")->capture_default_str();
+  cmd->add_flag("--adaround", args.adaround, "AdaRound: learn each weight's rounding direction layer by layer");
+  cmd->add_option("--adaround-iters", args.adaround_iterations, "AdaRound: optimisation steps per layer")
+      ->capture_default_str();
 }
 
 void add_train_options(CLI::App* cmd, qat::TrainOptions& options) {

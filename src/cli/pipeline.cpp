@@ -1,5 +1,6 @@
 #include "cli/pipeline.h"
 
+#include "qat/adaround.h"
 #include "qat/onnx_import.h"
 #include "qat/progress.h"
 #include "qat/seq_mse.h"
@@ -68,9 +69,9 @@ void restrict_training(QuantSim& sim, const std::vector<std::string>& layers) {
 }
 
 // The weight searches after calibration, each on the first ptq_batches
-// calibration batches.
+// calibration batches. With both, AdaRound rounds on Sequential MSE's grid.
 void run_ptq_passes(QuantSim& sim, const SimArgs& args, const data::DataLoader& calibration) {
-  if (!args.seq_mse) return;
+  if (!args.seq_mse && !args.adaround) return;
   if (args.ptq_batches < 1) throw std::invalid_argument("--ptq-batches must be >= 1");
   std::vector<torch::Tensor> batches;
   for (int64_t i = 0; i < std::min(args.ptq_batches, calibration.num_batches()); ++i) {
@@ -80,6 +81,14 @@ void run_ptq_passes(QuantSim& sim, const SimArgs& args, const data::DataLoader& 
     const auto start = std::chrono::steady_clock::now();
     apply_seq_mse(sim, batches, {args.seq_mse_candidates, args.seq_mse_loss});
     std::printf("seq-mse: %ld candidates, %zu batches, %.1f s\n", static_cast<long>(args.seq_mse_candidates),
+                batches.size(), seconds_since(start));
+  }
+  if (args.adaround) {
+    const auto start = std::chrono::steady_clock::now();
+    AdaRoundOptions options;
+    options.iterations = args.adaround_iterations;
+    apply_adaround(sim, batches, options);
+    std::printf("adaround: %ld iterations per layer, %zu batches, %.1f s\n", static_cast<long>(options.iterations),
                 batches.size(), seconds_since(start));
   }
 }

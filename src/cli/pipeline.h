@@ -39,6 +39,8 @@ struct SimArgs {
   bool seq_mse = false;
   int64_t seq_mse_candidates = 20;
   std::string seq_mse_loss = "mse";
+  bool adaround = false;
+  int64_t adaround_iterations = 10000;
 };
 
 struct ExportArgs {

@@ -76,7 +76,7 @@ Tensor WeightedLayer::output(const Tensor& x, const Tensor& quantized_weight) co
   return (*find_op(node_.op_type))(ctx, inputs).at(0);
 }
 
-void WeightedLayer::set_weight(const Tensor& weight) {
+void WeightedLayer::set_weight(const Tensor& weight) const {
   torch::NoGradGuard no_grad;
   Tensor stored = weight;
   if (node_.op_type == kConvBnOp) {

@@ -28,7 +28,7 @@ class WeightedLayer {
   torch::Tensor output(const torch::Tensor& x, const torch::Tensor& quantized_weight) const;
   // Stores `weight` as the new weight() (for QatConvBn: divided by the
   // fold factor, so that folding gives it back).
-  void set_weight(const torch::Tensor& weight);
+  void set_weight(const torch::Tensor& weight) const;
 
  private:
   torch::Tensor value_of(const std::string& name) const;

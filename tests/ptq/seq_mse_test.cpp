@@ -1,53 +1,19 @@
 #include "qat/seq_mse.h"
 
 #include "ptq/ptq_test_util.h"
-#include "ptq/weighted_layer.h"
+#include "ptq/weight_error.h"
 
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <iostream>
 
 namespace qat {
 namespace {
 
-using torch::Tensor;
 using testing::batches;
+using testing::layer_errors;
+using testing::weights_only_sqnr;
 using testing::images;
-
-// Squared error of each weighted layer's output, quantized weights vs FP32
-// weights, on the inputs the FP32 model gives it (activations unquantized).
-std::vector<double> layer_errors(QuantSim& sim, const std::vector<Tensor>& data) {
-  torch::NoGradGuard no_grad;
-  const auto layers = ptq::weighted_layers(sim);
-  sim.set_quantization_enabled(false);
-  std::vector<double> errors;
-  for (const auto& layer : layers) {
-    const Tensor w = layer.weight();
-    layer.quantizer().set_enabled(true);
-    const Tensor qw = layer.quantizer().forward(w);
-    layer.quantizer().set_enabled(false);
-    double error = 0.0;
-    for (const auto& x : ptq::layer_inputs(sim, layer, data)) {
-      error += (layer.output(x, qw) - layer.output(x, w)).pow(2).sum().item<double>();
-    }
-    errors.push_back(error);
-  }
-  sim.set_quantization_enabled(true);
-  return errors;
-}
-
-// SQNR of the logits with only the weights quantized.
-double weights_only_sqnr(QuantSim& sim, const Tensor& batch) {
-  torch::NoGradGuard no_grad;
-  sim.model().eval();
-  sim.set_quantization_enabled(false);
-  const Tensor ref = sim.model().forward(batch);
-  for (const auto& info : sim.quantizers()) sim.quantizer(info.name).set_enabled(info.is_param);
-  const Tensor out = sim.model().forward(batch);
-  sim.set_quantization_enabled(true);
-  return 10.0 * std::log10(ref.pow(2).sum().item<double>() / (ref - out).pow(2).sum().item<double>());
-}
 
 TEST(SeqMse, LowersLayerOutputErrorVersusMinMaxAt4Bits) {
   auto model = testing::trained_resnet8();
@@ -59,8 +25,8 @@ TEST(SeqMse, LowersLayerOutputErrorVersusMinMaxAt4Bits) {
     apply_seq_mse(*searched, calibration);
     for (const auto& info : searched->quantizers()) EXPECT_TRUE(searched->quantizer(info.name).enabled());
 
-    const auto before = layer_errors(*minmax, held_out);
-    const auto after = layer_errors(*searched, held_out);
+    const auto before = layer_errors(*minmax, *minmax, held_out);
+    const auto after = layer_errors(*searched, *minmax, held_out);
     ASSERT_EQ(before.size(), after.size());
     ASSERT_GE(before.size(), 10u) << "every conv and the fc";
     double total_before = 0.0, total_after = 0.0;
@@ -73,8 +39,8 @@ TEST(SeqMse, LowersLayerOutputErrorVersusMinMaxAt4Bits) {
     std::cout << "summed layer output error: min-max " << total_before << ", seq-mse " << total_after << "\n";
     EXPECT_LT(total_after, 0.8 * total_before) << "summed layer output error";
     EXPECT_GE(improved, before.size() - 1) << "layers whose held-out output error went down";
-    const double sqnr_minmax = weights_only_sqnr(*minmax, held_out[0]);
-    const double sqnr_searched = weights_only_sqnr(*searched, held_out[0]);
+    const double sqnr_minmax = weights_only_sqnr(*minmax, *minmax, held_out[0]);
+    const double sqnr_searched = weights_only_sqnr(*searched, *minmax, held_out[0]);
     std::cout << "logits SQNR, W4 only: min-max " << sqnr_minmax << " dB, seq-mse " << sqnr_searched << " dB\n";
     EXPECT_GT(sqnr_searched, sqnr_minmax + 1.0) << "logits SQNR, weights quantized";
   }
