@@ -118,6 +118,10 @@ int main(int argc, char** argv) {
   qat_cmd->add_option("--top-k", qat_args.top_k, "selective QAT: train only the k most sensitive layers (qat analyze)");
   qat_cmd->add_option("--analysis-batches", qat_args.analysis_batches, "batches the --top-k analysis runs")
       ->capture_default_str();
+  qat_cmd->add_flag("--bn-reestimate", qat_args.bn_reestimate,
+                    "after QAT, re-estimate BN statistics and fold them into the weight scales");
+  qat_cmd->add_option("--bn-reestimate-batches", qat_args.bn_reestimate_batches, "batches BN re-estimation averages")
+      ->capture_default_str();
 
   qat::cli::AnalyzeArgs analyze_args;
   auto* analyze = app.add_subcommand(

@@ -1,6 +1,7 @@
 #include "cli/pipeline.h"
 
 #include "qat/adaround.h"
+#include "qat/bn_reestimation.h"
 #include "qat/onnx_import.h"
 #include "qat/progress.h"
 #include "qat/seq_mse.h"
@@ -100,6 +101,21 @@ void save_model(const std::string& dir, GraphModule& model, const std::string& t
   TrainState state;
   state.tag = tag;
   save_checkpoint(dir + "/checkpoint.pt", model, unused, state);
+}
+
+// BN re-estimation after QAT on the first batches of the (unaugmented)
+// training split; the result is saved beside the QAT checkpoint.
+void reestimate_and_report(QuantSim& sim, const QatArgs& args, const data::DataLoader& data,
+                           const data::DataLoader& test_loader) {
+  std::vector<torch::Tensor> batches;
+  for (int64_t i = 0; i < std::min(args.bn_reestimate_batches, data.num_batches()); ++i) {
+    batches.push_back(data.batch(0, i).images);
+  }
+  const auto layers = reestimate_batchnorm(sim, batches);
+  const double accuracy = evaluate(sim.model(), test_loader, "bn re-estimated").accuracy;
+  std::printf("BN re-estimation (%zu layers, %zu batches): %s\n", layers.size(), batches.size(),
+              percent(accuracy).c_str());
+  if (!args.train.out_dir.empty()) save_model(args.train.out_dir + "/bn_reestimated", sim.model(), sim.describe());
 }
 
 }  // namespace
@@ -225,6 +241,13 @@ int run_qat_command(const ModelArgs& model_args, const DataArgs& data_args, cons
   if (qat_args.top_k != 0 && !qat_args.layers.empty()) {
     throw std::invalid_argument("--top-k and --layers both choose the layers: give one");
   }
+  if (qat_args.bn_reestimate && batchnorm_mode(sim_args.batchnorm) != BatchNormMode::kSimulate) {
+    throw std::invalid_argument("--bn-reestimate needs --bn simulate (with --bn fold no BN is left to re-estimate)");
+  }
+  if (qat_args.bn_reestimate && qat_args.bn_reestimate_batches < 1) {
+    throw std::invalid_argument("--bn-reestimate-batches " + std::to_string(qat_args.bn_reestimate_batches) +
+                                ": must be >= 1");
+  }
   const data::DataLoader train_loader = make_loader(data_args, data::Split::kTrain, true);
   const data::DataLoader calibration = make_loader(data_args, data::Split::kTrain, false);
   const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
@@ -244,6 +267,7 @@ int run_qat_command(const ModelArgs& model_args, const DataArgs& data_args, cons
               sim_args.param_bits, sim_args.activation_bits, percent(ptq).c_str(),
               history.empty() ? "-" : percent(history.back().test_accuracy).c_str(),
               qat_args.range_learning ? "with" : "without");
+  if (qat_args.bn_reestimate) reestimate_and_report(*sim, qat_args, calibration, test_loader);
   return 0;
 }
 

@@ -57,6 +57,8 @@ struct QatArgs {
   std::vector<std::string> layers;  // selective QAT: train only these nodes
   int64_t top_k = 0;                // selective QAT of the k most sensitive layers
   int64_t analysis_batches = 16;    // batches the sensitivity analysis runs
+  bool bn_reestimate = false;       // re-estimate BN statistics after QAT
+  int64_t bn_reestimate_batches = 100;
 };
 
 struct AnalyzeArgs {
