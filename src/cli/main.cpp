@@ -44,6 +44,7 @@ void add_sim_options(CLI::App* cmd, SimArgs& args) {
   cmd->add_option("--calib-batches", args.calibration_batches, "calibration batches")->capture_default_str();
   cmd->add_option("--ptq-batches", args.ptq_batches, "calibration batches the PTQ weight searches run")
       ->capture_default_str();
+  cmd->add_flag("--cle", args.cle, "cross-layer equalization (folds BN, ReLU6 -> ReLU, absorbs high biases) first");
   cmd->add_flag("--seq-mse", args.seq_mse, "Sequential MSE: search per-channel weight ranges layer by layer");
   cmd->add_option("--seq-mse-candidates", args.seq_mse_candidates, "Sequential MSE: candidate ranges per channel")
       ->capture_default_str();

@@ -2,6 +2,7 @@
 
 #include "qat/adaround.h"
 #include "qat/bn_reestimation.h"
+#include "qat/cle.h"
 #include "qat/onnx_import.h"
 #include "qat/progress.h"
 #include "qat/seq_mse.h"
@@ -166,6 +167,11 @@ QuantSimOptions sim_options(const SimArgs& args) {
 
 std::unique_ptr<QuantSim> make_calibrated_sim(std::shared_ptr<GraphModule> model, const SimArgs& args,
                                               const data::DataLoader& calibration) {
+  if (args.cle) {
+    const CleResult cle = equalize_cross_layer(*model);
+    std::printf("cle: %zu layer pairs equalised, %ld ReLU6 replaced by ReLU, %ld high biases absorbed\n",
+                cle.pairs.size(), static_cast<long>(cle.relu6_replaced), static_cast<long>(cle.biases_absorbed));
+  }
   auto shape = calibration.dataset().images.sizes().vec();
   shape[0] = 1;
   auto sim = std::make_unique<QuantSim>(std::move(model), sim_options(args), shape);

@@ -33,6 +33,7 @@ struct SimArgs {
   std::string param_analyzer = "minmax";
   std::string batchnorm = "simulate";  // or "fold"
   int64_t calibration_batches = 16;
+  bool cle = false;  // cross-layer equalization of the FP32 model first
   // PTQ passes after calibration (docs/ptq.md), on the first ptq_batches
   // calibration batches.
   int64_t ptq_batches = 4;
