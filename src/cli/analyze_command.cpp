@@ -1,10 +1,13 @@
-// `qat analyze` (per-layer sensitivity table and ranking) and the layer
-// choice of `qat qat --top-k`.
+// `qat analyze` (per-layer sensitivity table and ranking, and with
+// --mp-budget the mixed-precision choice) and the layer choice of
+// `qat qat --top-k`.
 #include "cli/pipeline.h"
+#include "qat/mixed_precision.h"
 #include "qat/sensitivity.h"
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <stdexcept>
@@ -67,6 +70,33 @@ void write_json(const std::string& path, const SensitivityReport& report,
   if (!(out << doc.dump(2) << "\n")) throw std::runtime_error("--json: cannot write '" + path + "'");
 }
 
+MixedPrecisionOptions mixed_precision_options(const AnalyzeArgs& args) {
+  MixedPrecisionOptions options;
+  options.candidates = args.mp_candidates;
+  options.mean_weight_bits = args.mp_budget;
+  return options;
+}
+
+// Chooses the weight bits for the budget, prints the choice and its test
+// accuracy, and writes it for --layer-bits.
+void mixed_precision(QuantSim& sim, const std::vector<data::Batch>& batches, const DataArgs& data_args,
+                     const SimArgs& sim_args, const AnalyzeArgs& args) {
+  const MixedPrecisionOptions options = mixed_precision_options(args);
+  const MixedPrecisionResult result = choose_weight_bits(sim, batches, options);
+  std::printf("\nmixed precision for %.2f mean weight bits (one layer's weights quantized: SQNR per candidate):\n",
+              args.mp_budget);
+  for (const auto& layer : result.layers) {
+    std::printf("%-36s %8ld params ", layer.layer.c_str(), static_cast<long>(layer.params));
+    for (const auto& [bits, noise] : layer.noise) std::printf(" W%d %5.1f dB", bits, -10.0 * std::log10(noise));
+    std::printf("  -> W%d\n", result.bits.at(layer.layer));
+  }
+  const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
+  const double accuracy = evaluate(sim.model(), test_loader, "mixed precision").accuracy;
+  std::printf("mean weight bits %.2f, A%d: test accuracy %.2f%%\n", result.mean_bits, sim_args.activation_bits,
+              100.0 * accuracy);
+  if (!args.mp_out.empty()) write_layer_bits(args.mp_out, result.bits);
+}
+
 }  // namespace
 
 std::vector<std::string> most_sensitive_layers(QuantSim& sim, const SimArgs& args,
@@ -77,12 +107,15 @@ std::vector<std::string> most_sensitive_layers(QuantSim& sim, const SimArgs& arg
 
 int run_analyze_command(const ModelArgs& model_args, const DataArgs& data_args, const SimArgs& sim_args,
                         const AnalyzeArgs& args) {
+  if (args.mp_budget != 0.0) check_mixed_precision_options(mixed_precision_options(args));  // before the work
   const data::DataLoader calibration = make_loader(data_args, data::Split::kTrain, false);
   auto sim = make_calibrated_sim(load_model(model_args, calibration.dataset(), data_args.seed), sim_args, calibration);
-  const SensitivityReport report = analyze_sensitivity(*sim, analysis_batches(calibration, sim_args, args.batches));
+  const auto batches = analysis_batches(calibration, sim_args, args.batches);
+  const SensitivityReport report = analyze_sensitivity(*sim, batches);
   const auto ranking = rank_by_sensitivity(report.layers);
   print_report(report, ranking);
   if (!args.json.empty()) write_json(args.json, report, ranking);
+  if (args.mp_budget != 0.0) mixed_precision(*sim, batches, data_args, sim_args, args);
   return 0;
 }
 

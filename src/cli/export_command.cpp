@@ -17,6 +17,7 @@ namespace {
 std::unique_ptr<QuantSim> load_sim(std::shared_ptr<GraphModule> model, const SimArgs& args,
                                    const std::vector<int64_t>& input_shape, const std::string& checkpoint) {
   auto sim = std::make_unique<QuantSim>(std::move(model), sim_options(args), input_shape);
+  check_layer_bits(*sim, args);
   load_checkpoint_weights(checkpoint, sim->model());
   return sim;
 }

@@ -44,6 +44,7 @@ void add_sim_options(CLI::App* cmd, SimArgs& args) {
   cmd->add_option("--calib-batches", args.calibration_batches, "calibration batches")->capture_default_str();
   cmd->add_option("--ptq-batches", args.ptq_batches, "calibration batches the PTQ weight searches run")
       ->capture_default_str();
+  cmd->add_option("--layer-bits", args.layer_bits_file, "JSON {\"layer\": weight bits}, e.g. from analyze --mp-out");
   cmd->add_flag("--cle", args.cle, "cross-layer equalization (folds BN, ReLU6 -> ReLU, absorbs high biases) first");
   cmd->add_flag("--seq-mse", args.seq_mse, "Sequential MSE: search per-channel weight ranges layer by layer");
   cmd->add_option("--seq-mse-candidates", args.seq_mse_candidates, "Sequential MSE: candidate ranges per channel")
@@ -133,6 +134,11 @@ int main(int argc, char** argv) {
   analyze->add_option("--analysis-batches", analyze_args.batches, "training batches after the calibration ones")
       ->capture_default_str();
   analyze->add_option("--json", analyze_args.json, "also write the table and ranking as JSON");
+  analyze->add_option("--mp-budget", analyze_args.mp_budget,
+                      "mixed precision: choose per-layer weight bits for this mean (e.g. 6)");
+  analyze->add_option("--mp-candidates", analyze_args.mp_candidates, "mixed precision: candidate weight bitwidths")
+      ->delimiter(',');
+  analyze->add_option("--mp-out", analyze_args.mp_out, "mixed precision: write the chosen bits (for --layer-bits)");
 
   ExportArgs export_args;
   auto* export_cmd = app.add_subcommand("export", "write model_fp32.onnx, model_int8.onnx (QDQ) and encodings.json");

@@ -162,6 +162,9 @@ QuantSimOptions sim_options(const SimArgs& args) {
   options.activation_analyzer = args.activation_analyzer;
   options.param_analyzer = args.param_analyzer;
   options.batchnorm = batchnorm_mode(args.batchnorm);
+  if (!args.layer_bits_file.empty()) {
+    for (const auto& [layer, bits] : read_layer_bits(args.layer_bits_file)) options.layer_bits[layer].param_bits = bits;
+  }
   return options;
 }
 
@@ -175,6 +178,7 @@ std::unique_ptr<QuantSim> make_calibrated_sim(std::shared_ptr<GraphModule> model
   auto shape = calibration.dataset().images.sizes().vec();
   shape[0] = 1;
   auto sim = std::make_unique<QuantSim>(std::move(model), sim_options(args), shape);
+  check_layer_bits(*sim, args);
   const int64_t batches = std::min(args.calibration_batches, calibration.num_batches());
   sim->compute_encodings([&](GraphModule& m) {
     ProgressBar bar("calibrate", batches);

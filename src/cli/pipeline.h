@@ -6,6 +6,7 @@
 #include "qat/quantsim.h"
 #include "qat/train.h"
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,7 @@ struct SimArgs {
   std::string param_analyzer = "minmax";
   std::string batchnorm = "simulate";  // or "fold"
   int64_t calibration_batches = 16;
+  std::string layer_bits_file;  // JSON {"layer": weight bits} (qat analyze --mp-out)
   bool cle = false;  // cross-layer equalization of the FP32 model first
   // PTQ passes after calibration (docs/ptq.md), on the first ptq_batches
   // calibration batches.
@@ -65,7 +67,16 @@ struct QatArgs {
 struct AnalyzeArgs {
   int64_t batches = 16;  // training-split batches after the calibration ones
   std::string json;     // also write the report here
+  double mp_budget = 0.0;  // mixed precision: mean weight bits (0: off)
+  std::vector<int> mp_candidates{4, 8, 16};
+  std::string mp_out;  // the chosen bits, for --layer-bits
 };
+
+// --layer-bits files (src/cli/layer_bits.cpp). check_layer_bits throws,
+// naming the option, for a layer the sim has no weights for.
+std::map<std::string, int> read_layer_bits(const std::string& path);
+void write_layer_bits(const std::string& path, const std::map<std::string, int>& bits);
+void check_layer_bits(const QuantSim& sim, const SimArgs& args);
 
 data::DataLoader make_loader(const DataArgs& args, data::Split split, bool augment);
 std::shared_ptr<GraphModule> load_model(const ModelArgs& model, const data::Dataset& data, uint64_t seed);
