@@ -74,7 +74,9 @@ void restrict_training(QuantSim& sim, const std::vector<std::string>& layers) {
 // calibration batches. With both, AdaRound rounds on Sequential MSE's grid.
 void run_ptq_passes(QuantSim& sim, const SimArgs& args, const data::DataLoader& calibration) {
   if (!args.seq_mse && !args.adaround) return;
-  if (args.ptq_batches < 1) throw std::invalid_argument("--ptq-batches must be >= 1");
+  if (args.ptq_batches < 1) {
+    throw std::invalid_argument("--ptq-batches " + std::to_string(args.ptq_batches) + ": must be >= 1");
+  }
   std::vector<torch::Tensor> batches;
   for (int64_t i = 0; i < std::min(args.ptq_batches, calibration.num_batches()); ++i) {
     batches.push_back(calibration.batch(0, i).images);

@@ -71,9 +71,10 @@ void round_layer(const WeightedLayer& layer, const Tensor& inputs, const Tensor&
 }  // namespace
 
 void apply_adaround(QuantSim& sim, const std::vector<Tensor>& batches, const AdaRoundOptions& options) {
-  if (options.iterations < 1 || options.batch_size < 1) {
-    throw std::invalid_argument("adaround: iterations and batch size must be >= 1");
+  if (options.iterations < 1) {
+    throw std::invalid_argument("--adaround-iters " + std::to_string(options.iterations) + ": must be >= 1");
   }
+  if (options.batch_size < 1) throw std::invalid_argument("adaround: batch size must be >= 1");
   if (batches.empty()) throw std::invalid_argument("adaround: needs at least one batch");
   torch::manual_seed(options.seed);
   const auto layers = ptq::weighted_layers(sim);

@@ -62,9 +62,11 @@ void search_layer(const WeightedLayer& layer, const std::vector<Tensor>& inputs,
 }  // namespace
 
 void apply_seq_mse(QuantSim& sim, const std::vector<Tensor>& batches, const SeqMseOptions& options) {
-  if (options.candidates < 1) throw std::invalid_argument("seq-mse: candidates must be >= 1");
+  if (options.candidates < 1) {
+    throw std::invalid_argument("--seq-mse-candidates " + std::to_string(options.candidates) + ": must be >= 1");
+  }
   if (options.loss != "mse" && options.loss != "l1") {
-    throw std::invalid_argument("seq-mse: unknown loss '" + options.loss + "' (mse, l1)");
+    throw std::invalid_argument("--seq-mse-loss '" + options.loss + "': unknown (mse, l1)");
   }
   if (batches.empty()) throw std::invalid_argument("seq-mse: needs at least one batch");
   const auto layers = ptq::weighted_layers(sim);

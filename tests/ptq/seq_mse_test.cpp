@@ -51,7 +51,12 @@ TEST(SeqMse, RejectsBadOptions) {
                                      images(batches(data::Split::kTrain, 0, 64)));
   SeqMseOptions bad_loss;
   bad_loss.loss = "sqnr2";
-  EXPECT_THROW(apply_seq_mse(*sim, images(batches(data::Split::kTrain, 0, 64)), bad_loss), std::invalid_argument);
+  try {
+    apply_seq_mse(*sim, images(batches(data::Split::kTrain, 0, 64)), bad_loss);
+    FAIL() << "loss 'sqnr2' accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("--seq-mse-loss 'sqnr2'"), std::string::npos) << e.what();
+  }
   SeqMseOptions no_candidates;
   no_candidates.candidates = 0;
   EXPECT_THROW(apply_seq_mse(*sim, images(batches(data::Split::kTrain, 0, 64)), no_candidates), std::invalid_argument);
