@@ -2,6 +2,7 @@
 // encodings, ready for ONNX Runtime, OpenVINO or AIMET-format consumers.
 #include "cli/pipeline.h"
 
+#include "qat/cle.h"
 #include "qat/encodings.h"
 #include "qat/onnx_export.h"
 #include "qat/progress.h"
@@ -16,7 +17,11 @@ namespace {
 // checkpoint; its configuration must be the one it was saved with.
 std::unique_ptr<QuantSim> load_sim(std::shared_ptr<GraphModule> model, const SimArgs& args,
                                    const std::vector<int64_t>& input_shape, const std::string& checkpoint) {
+  // CLE changes the graph (BN folded, ReLU6 -> ReLU); the checkpoint's
+  // weights then replace the equalised ones.
+  if (args.cle) equalize_cross_layer(*model);
   auto sim = std::make_unique<QuantSim>(std::move(model), sim_options(args), input_shape);
+  check_layer_bits(*sim, args);
   load_checkpoint_weights(checkpoint, sim->model());
   return sim;
 }

@@ -43,6 +43,17 @@ void add_sim_options(CLI::App* cmd, SimArgs& args) {
   cmd->add_option("--bn", args.batchnorm, "BatchNorm: simulate (fold simulated while training) or fold")
       ->capture_default_str();
   cmd->add_option("--calib-batches", args.calibration_batches, "calibration batches")->capture_default_str();
+  cmd->add_option("--ptq-batches", args.ptq_batches, "calibration batches the PTQ weight searches run")
+      ->capture_default_str();
+  cmd->add_option("--layer-bits", args.layer_bits_file, "JSON {\"layer\": weight bits}, e.g. from analyze --mp-out");
+  cmd->add_flag("--cle", args.cle, "cross-layer equalization (folds BN, ReLU6 -> ReLU, absorbs high biases) first");
+  cmd->add_flag("--seq-mse", args.seq_mse, "Sequential MSE: search per-channel weight ranges layer by layer");
+  cmd->add_option("--seq-mse-candidates", args.seq_mse_candidates, "Sequential MSE: candidate ranges per channel")
+      ->capture_default_str();
+  cmd->add_option("--seq-mse-loss", args.seq_mse_loss, "Sequential MSE: mse or l1")->capture_default_str();
+  cmd->add_flag("--adaround", args.adaround, "AdaRound: learn each weight's rounding direction layer by layer");
+  cmd->add_option("--adaround-iters", args.adaround_iterations, "AdaRound: optimisation steps per layer")
+      ->capture_default_str();
 }
 
 void add_train_options(CLI::App* cmd, qat::TrainOptions& options) {
@@ -117,6 +128,28 @@ int main(int argc, char** argv) {
   qat_cmd->add_flag("--range-learning", qat_args.range_learning, "train activation encodings too");
   qat_cmd->add_option("--freeze-bn-epoch", qat_args.freeze_bn_epoch, "freeze BN statistics from this epoch (0-based)");
   qat_cmd->add_option("--layers", qat_args.layers, "selective QAT: train only these nodes")->delimiter(',');
+  qat_cmd->add_option("--top-k", qat_args.top_k, "selective QAT: train only the k most sensitive layers (qat analyze)");
+  qat_cmd->add_option("--analysis-batches", qat_args.analysis_batches, "batches the --top-k analysis runs")
+      ->capture_default_str();
+  qat_cmd->add_flag("--bn-reestimate", qat_args.bn_reestimate,
+                    "after QAT, re-estimate BN statistics and fold them into the weight scales");
+  qat_cmd->add_option("--bn-reestimate-batches", qat_args.bn_reestimate_batches, "batches BN re-estimation averages")
+      ->capture_default_str();
+
+  qat::cli::AnalyzeArgs analyze_args;
+  auto* analyze = app.add_subcommand(
+      "analyze", "sensitivity: quantize one layer at a time (weights, activations) and rank the layers");
+  add_model_options(analyze, model_args);
+  add_data_options(analyze, data_args);
+  add_sim_options(analyze, sim_args);
+  analyze->add_option("--analysis-batches", analyze_args.batches, "training batches after the calibration ones")
+      ->capture_default_str();
+  analyze->add_option("--json", analyze_args.json, "also write the table and ranking as JSON");
+  analyze->add_option("--mp-budget", analyze_args.mp_budget,
+                      "mixed precision: choose per-layer weight bits for this mean (e.g. 6)");
+  analyze->add_option("--mp-candidates", analyze_args.mp_candidates, "mixed precision: candidate weight bitwidths")
+      ->delimiter(',');
+  analyze->add_option("--mp-out", analyze_args.mp_out, "mixed precision: write the chosen bits (for --layer-bits)");
 
   ExportArgs export_args;
   auto* export_cmd = app.add_subcommand("export", "write model_fp32.onnx, model_int8.onnx (QDQ) and encodings.json");
@@ -144,6 +177,7 @@ int main(int argc, char** argv) {
     }
     if (eval->parsed()) return qat::cli::run_eval_command(model_args, data_args);
     if (ptq->parsed()) return qat::cli::run_ptq_command(model_args, data_args, sim_args, ptq_out);
+    if (analyze->parsed()) return qat::cli::run_analyze_command(model_args, data_args, sim_args, analyze_args);
     if (qat_cmd->parsed()) return qat::cli::run_qat_command(model_args, data_args, sim_args, qat_args);
     if (export_cmd->parsed()) return qat::cli::run_export_command(model_args, data_args, sim_args, export_args);
   } catch (const std::exception& e) {

@@ -1,7 +1,11 @@
 #include "cli/pipeline.h"
 
+#include "qat/adaround.h"
+#include "qat/bn_reestimation.h"
+#include "qat/cle.h"
 #include "qat/onnx_import.h"
 #include "qat/progress.h"
+#include "qat/seq_mse.h"
 #include "qat/zoo.h"
 
 #include <torch/optim/sgd.h>
@@ -72,6 +76,33 @@ void restrict_training(QuantSim& sim, const std::vector<std::string>& layers) {
   }
 }
 
+// The weight searches after calibration, each on the first ptq_batches
+// calibration batches. With both, AdaRound rounds on Sequential MSE's grid.
+void run_ptq_passes(QuantSim& sim, const SimArgs& args, const data::DataLoader& calibration) {
+  if (!args.seq_mse && !args.adaround) return;
+  if (args.ptq_batches < 1) {
+    throw std::invalid_argument("--ptq-batches " + std::to_string(args.ptq_batches) + ": must be >= 1");
+  }
+  std::vector<torch::Tensor> batches;
+  for (int64_t i = 0; i < std::min(args.ptq_batches, calibration.num_batches()); ++i) {
+    batches.push_back(calibration.batch(0, i).images);
+  }
+  if (args.seq_mse) {
+    const auto start = std::chrono::steady_clock::now();
+    apply_seq_mse(sim, batches, {args.seq_mse_candidates, args.seq_mse_loss});
+    std::printf("seq-mse: %ld candidates, %zu batches, %.1f s\n", static_cast<long>(args.seq_mse_candidates),
+                batches.size(), seconds_since(start));
+  }
+  if (args.adaround) {
+    const auto start = std::chrono::steady_clock::now();
+    AdaRoundOptions options;
+    options.iterations = args.adaround_iterations;
+    apply_adaround(sim, batches, options);
+    std::printf("adaround: %ld iterations per layer, %zu batches, %.1f s\n", static_cast<long>(options.iterations),
+                batches.size(), seconds_since(start));
+  }
+}
+
 // Saves a sim (or FP32 model) with no training history, for `qat eval`.
 void save_model(const std::string& dir, GraphModule& model, const std::string& tag) {
   std::filesystem::create_directories(dir);
@@ -79,6 +110,21 @@ void save_model(const std::string& dir, GraphModule& model, const std::string& t
   TrainState state;
   state.tag = tag;
   save_checkpoint(dir + "/checkpoint.pt", model, unused, state);
+}
+
+// BN re-estimation after QAT on the first batches of the (unaugmented)
+// training split; the result is saved beside the QAT checkpoint.
+void reestimate_and_report(QuantSim& sim, const QatArgs& args, const data::DataLoader& data,
+                           const data::DataLoader& test_loader) {
+  std::vector<torch::Tensor> batches;
+  for (int64_t i = 0; i < std::min(args.bn_reestimate_batches, data.num_batches()); ++i) {
+    batches.push_back(data.batch(0, i).images);
+  }
+  const auto layers = reestimate_batchnorm(sim, batches);
+  const double accuracy = evaluate(sim.model(), test_loader, "bn re-estimated").accuracy;
+  std::printf("BN re-estimation (%zu layers, %zu batches): %s\n", layers.size(), batches.size(),
+              percent(accuracy).c_str());
+  if (!args.train.out_dir.empty()) save_model(args.train.out_dir + "/bn_reestimated", sim.model(), sim.describe());
 }
 
 }  // namespace
@@ -124,14 +170,23 @@ QuantSimOptions sim_options(const SimArgs& args) {
   options.activation_analyzer = args.activation_analyzer;
   options.param_analyzer = args.param_analyzer;
   options.batchnorm = batchnorm_mode(args.batchnorm);
+  if (!args.layer_bits_file.empty()) {
+    for (const auto& [layer, bits] : read_layer_bits(args.layer_bits_file)) options.layer_bits[layer].param_bits = bits;
+  }
   return options;
 }
 
 std::unique_ptr<QuantSim> make_calibrated_sim(std::shared_ptr<GraphModule> model, const SimArgs& args,
                                               const data::DataLoader& calibration) {
+  if (args.cle) {
+    const CleResult cle = equalize_cross_layer(*model);
+    std::printf("cle: %zu layer pairs equalised, %ld ReLU6 replaced by ReLU, %ld high biases absorbed\n",
+                cle.pairs.size(), static_cast<long>(cle.relu6_replaced), static_cast<long>(cle.biases_absorbed));
+  }
   auto shape = calibration.dataset().images.sizes().vec();
   shape[0] = 1;
   auto sim = std::make_unique<QuantSim>(std::move(model), sim_options(args), shape);
+  check_layer_bits(*sim, args);
   const int64_t batches = std::min(args.calibration_batches, calibration.num_batches());
   sim->compute_encodings([&](GraphModule& m) {
     ProgressBar bar("calibrate", batches);
@@ -141,6 +196,7 @@ std::unique_ptr<QuantSim> make_calibrated_sim(std::shared_ptr<GraphModule> model
     }
     bar.finish();
   });
+  run_ptq_passes(*sim, args, calibration);
   return sim;
 }
 
@@ -200,6 +256,16 @@ int run_ptq_command(const ModelArgs& model_args, const DataArgs& data_args, cons
 
 int run_qat_command(const ModelArgs& model_args, const DataArgs& data_args, const SimArgs& sim_args,
                     const QatArgs& qat_args) {
+  if (qat_args.top_k != 0 && !qat_args.layers.empty()) {
+    throw std::invalid_argument("--top-k and --layers both choose the layers: give one");
+  }
+  if (qat_args.bn_reestimate && batchnorm_mode(sim_args.batchnorm) != BatchNormMode::kSimulate) {
+    throw std::invalid_argument("--bn-reestimate needs --bn simulate (with --bn fold no BN is left to re-estimate)");
+  }
+  if (qat_args.bn_reestimate && qat_args.bn_reestimate_batches < 1) {
+    throw std::invalid_argument("--bn-reestimate-batches " + std::to_string(qat_args.bn_reestimate_batches) +
+                                ": must be >= 1");
+  }
   const data::DataLoader train_loader = make_loader(data_args, data::Split::kTrain, true);
   const data::DataLoader calibration = make_loader(data_args, data::Split::kTrain, false);
   const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
@@ -207,11 +273,19 @@ int run_qat_command(const ModelArgs& model_args, const DataArgs& data_args, cons
   const double fp32 = evaluate(*model, test_loader, "fp32").accuracy;
   auto sim = make_calibrated_sim(model, sim_args, calibration);
   const double ptq = evaluate(sim->model(), test_loader, "ptq").accuracy;
-  const auto history = run_qat(*sim, qat_args, train_loader, test_loader);
+  QatArgs args = qat_args;
+  if (args.top_k != 0) {
+    args.layers = most_sensitive_layers(*sim, sim_args, calibration, args.analysis_batches, args.top_k);
+    std::printf("selective QAT of the %ld most sensitive layers:", static_cast<long>(args.top_k));
+    for (const auto& layer : args.layers) std::printf(" %s", layer.c_str());
+    std::printf("\n");
+  }
+  const auto history = run_qat(*sim, args, train_loader, test_loader);
   std::printf("FP32 %s  ->  PTQ W%dA%d %s  ->  QAT %s (%s range learning)\n", percent(fp32).c_str(),
               sim_args.param_bits, sim_args.activation_bits, percent(ptq).c_str(),
               history.empty() ? "-" : percent(history.back().test_accuracy).c_str(),
               qat_args.range_learning ? "with" : "without");
+  if (qat_args.bn_reestimate) reestimate_and_report(*sim, qat_args, calibration, test_loader);
   return 0;
 }
 

@@ -74,15 +74,16 @@ std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tenso
   const Tensor& w = in.at(1);
   const Tensor &gamma = in.at(3), &beta = in.at(4), &mean = in.at(5), &var = in.at(6);
   const Tensor bias = input_or_zeros(in, 2, w.size(0), w);
-  const Tensor factor = fold_factor(gamma, var, eps);
-  Tensor folded = w * per_out_channel(factor, w.dim());
+  const FoldedConvBn fold = fold_conv_bn(w, bias, gamma, beta, mean, var, eps);
+  const Tensor& factor = fold.factor;
+  Tensor folded = fold.weight;
   if (node.has_attr("weight_quantizer")) {
     folded = static_cast<Quantizer&>(ctx.module.attachment(node.attr_string("weight_quantizer"))).forward(folded);
   }
   const OpKernel& conv = *find_op("Conv");
   if (!ctx.training) {
     // Eval: exactly the statically folded conv, with quantized weights.
-    return conv(ctx, {in[0], folded, (bias - mean) * factor + beta});
+    return conv(ctx, {in[0], folded, fold.bias});
   }
   // Training (torch.ao's ConvBn): undo the fold on the output so that BN
   // sees the unfolded conv's statistics, then normalise.
@@ -98,6 +99,12 @@ std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tenso
 }
 
 }  // namespace
+
+FoldedConvBn fold_conv_bn(const Tensor& weight, const Tensor& bias, const Tensor& gamma, const Tensor& beta,
+                          const Tensor& mean, const Tensor& var, double eps) {
+  const Tensor factor = fold_factor(gamma, var, eps);
+  return {weight * per_out_channel(factor, weight.dim()), (bias - mean) * factor + beta, factor};
+}
 
 void register_conv_bn_op() { register_op(kConvBnOp, conv_bn_kernel); }
 

@@ -17,4 +17,12 @@ void register_conv_bn_op();
 // node named as the conv. Returns the fused node names.
 std::vector<std::string> simulate_batchnorms(GraphModule& model);
 
+// What a QatConvBn node computes in eval mode: the conv with this weight
+// and bias. `factor` is gamma / sqrt(running_var + eps) per output channel.
+struct FoldedConvBn {
+  torch::Tensor weight, bias, factor;
+};
+FoldedConvBn fold_conv_bn(const torch::Tensor& weight, const torch::Tensor& bias, const torch::Tensor& gamma,
+                          const torch::Tensor& beta, const torch::Tensor& mean, const torch::Tensor& var, double eps);
+
 }  // namespace qat
