@@ -19,6 +19,6 @@ for file in model_fp32.onnx model_int8.onnx encodings.json sim_test_logits.pb; d
 done
 "$python" "$source_dir/bench/deploy_bench.py" "$export_dir" --rounds 1 --latency-runs 2 --batches 1 > "$dir/deploy" \
   || fail "deploy_bench.py failed"
-grep -q "| resnet20 | onnxruntime | INT8 |" "$dir/deploy" || fail "no ONNX Runtime INT8 row: $(cat "$dir/deploy")"
-grep -q "| resnet20 | openvino | INT8 |" "$dir/deploy" || fail "no OpenVINO INT8 row: $(cat "$dir/deploy")"
+grep -q "| resnet20 | ONNX Runtime | INT8 |" "$dir/deploy" || fail "no ONNX Runtime INT8 row: $(cat "$dir/deploy")"
+grep -q "| resnet20 | OpenVINO | INT8 |" "$dir/deploy" || fail "no OpenVINO INT8 row: $(cat "$dir/deploy")"
 echo "demo quick check passed"
