@@ -85,7 +85,7 @@ struct SimConfig {
 SimConfig parse_sim_config(const nlohmann::json& json, const std::string& source);
 
 // Reads a config file, or the preset compiled into qat when `path` is
-// exactly "default" or "performance" (write "./default" for a file of that
+// exactly "default", "performance" or "openvino" (write "./default" for a file of that
 // name). Throws std::runtime_error starting with the path when the file
 // cannot be read or is not valid JSON, as well as parse_sim_config's errors.
 SimConfig load_sim_config(const std::string& path);

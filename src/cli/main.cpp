@@ -31,7 +31,7 @@ void add_model_options(CLI::App* cmd, ModelArgs& args) {
 }
 
 void add_sim_options(CLI::App* cmd, SimArgs& args) {
-  cmd->add_option("--config", args.config, "quantsim config: default, performance or an AIMET JSON file")
+  cmd->add_option("--config", args.config, "quantsim config: default, performance, openvino or an AIMET JSON file")
       ->capture_default_str();
   cmd->add_option("--w-bits", args.param_bits, "weight bitwidth (2-16)")->capture_default_str()->check(CLI::Range(2, 16));
   cmd->add_option("--a-bits", args.activation_bits, "activation bitwidth (2-16)")

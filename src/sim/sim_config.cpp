@@ -322,6 +322,7 @@ SimConfig load_sim_config(const std::string& path) {
 std::optional<std::string_view> sim_config_preset(const std::string& name) {
   if (name == "default") return sim_presets::kDefault;
   if (name == "performance") return sim_presets::kPerformance;
+  if (name == "openvino") return sim_presets::kOpenVino;
   return std::nullopt;
 }
 

@@ -79,6 +79,26 @@ TEST(QuantSim, PlacementFollowsSupergroupsAndAgnosticOps) {
   }
 }
 
+// The openvino preset leaves a conv's output unquantized where it feeds a
+// residual Add (OpenVINO fuses the two); everything else as in default.
+TEST(QuantSim, OpenVinoPresetKeepsConvIntoAddFloat) {
+  QuantSim ov(resnet8(), options_for("openvino", BatchNormMode::kSimulate), {1, 1, 28, 28});
+  QuantSim def(resnet8(), options_for("default", BatchNormMode::kSimulate), {1, 1, 28, 28});
+  const Graph& g = ov.model().graph();
+  int conv_into_add = 0;
+  for (const auto& node : g.nodes) {
+    if (node.op_type != "Add") continue;
+    for (const auto& in : node.inputs) {
+      const Node* producer = g.producer(in);
+      ASSERT_NE(producer, nullptr);
+      if (producer->op_type == "QatConvBn") ++conv_into_add;
+      else EXPECT_EQ(producer->op_type, "QatFakeQuant") << node.name << " reads unquantized " << in;
+    }
+  }
+  EXPECT_EQ(conv_into_add, 5);  // 3 blocks' second convs and 2 projections
+  EXPECT_EQ(def.quantizers().size(), ov.quantizers().size() + 5);
+}
+
 TEST(QuantSim, DisabledQuantizersReproduceTheFloatModel) {
   const Tensor x = torch::randn({4, 1, 28, 28});
   auto reference = resnet8();

@@ -121,7 +121,7 @@ TEST(SimConfigPresets, PerformanceIsSymmetric) {
 }
 
 TEST(SimConfigPresets, CompiledInTextEqualsConfigFiles) {
-  for (const std::string name : {"default", "performance"}) {
+  for (const std::string name : {"default", "performance", "openvino"}) {
     const std::string path = kSourceDir + "/configs/" + name + ".json";
     ASSERT_TRUE(sim_config_preset(name).has_value()) << name;
     EXPECT_EQ(std::string(*sim_config_preset(name)), read_file(path)) << name;
