@@ -24,6 +24,12 @@ struct EvalResult {
 EvalResult evaluate(GraphModule& model, const data::DataLoader& loader, const std::string& label = "eval",
                     bool progress = true);
 
+// What train() does when a step's loss or a gradient is NaN or Inf.
+enum class NonFinitePolicy {
+  kStop,  // throw std::runtime_error naming the step (and parameter)
+  kSkip,  // warn, drop the step's update and go on
+};
+
 struct TrainOptions {
   int64_t epochs = 10;
   double lr = 0.05;
@@ -35,6 +41,7 @@ struct TrainOptions {
   int64_t step_epochs = 1;
   double step_gamma = 0.1;
   double grad_clip_norm = 0.0;  // 0 disables clipping
+  NonFinitePolicy on_nonfinite = NonFinitePolicy::kStop;
   bool progress = true;
   // Directory for checkpoint.pt (written after every epoch) and resume.
   std::string out_dir;
