@@ -87,9 +87,12 @@ void load_model(torch::serialize::InputArchive& archive, GraphModule& model, con
                                c10::str(it->second.sizes()) + ", the model's has " + c10::str(t.value().sizes()));
     }
   }
-  if (saved.size() != tensors.size()) {
-    throw std::runtime_error(path + ": checkpoint holds " + std::to_string(saved.size()) + " tensors, the model " +
-                             std::to_string(tensors.size()));
+  for (const auto& [name, tensor] : saved) {
+    if (!tensors.contains(name)) {
+      throw std::runtime_error(path + ": checkpoint tensor '" + name + "' is not in this model (" +
+                               std::to_string(saved.size()) + " tensors in the file, " +
+                               std::to_string(tensors.size()) + " in the model: a checkpoint of another model?)");
+    }
   }
   torch::NoGradGuard no_grad;
   for (const auto& t : tensors) t.value().copy_(saved[t.key()]);
@@ -129,6 +132,11 @@ torch::serialize::InputArchive open_checkpoint(const std::string& path) {
     archive.load_from(path);
   } catch (const c10::Error& e) {
     throw std::runtime_error(path + ": corrupt or truncated checkpoint (" + e.what_without_backtrace() + ")");
+  } catch (const std::exception& e) {
+    // Loading compiles the archive's TorchScript code, whose parser throws
+    // torch::jit::ErrorReport (often with an empty message) on damage there.
+    const std::string detail = e.what();
+    throw std::runtime_error(path + ": corrupt or truncated checkpoint" + (detail.empty() ? "" : " (" + detail + ")"));
   }
   try {
     c10::IValue format;
