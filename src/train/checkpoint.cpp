@@ -2,6 +2,8 @@
 // global RNG and the training history, written atomically.
 #include "qat/train.h"
 
+#include "zip_check.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/serialize.h>
 
@@ -127,6 +129,7 @@ namespace {
 
 torch::serialize::InputArchive open_checkpoint(const std::string& path) {
   if (!std::filesystem::exists(path)) throw std::runtime_error(path + ": checkpoint not found");
+  check_zip_integrity(path);
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 
 namespace qat {
@@ -199,6 +200,45 @@ TEST(NonFinite, SkipPolicyDropsOnlyTheBadSteps) {
   const auto history = train(*sqrt, data, data, o);
   ASSERT_EQ(history.size(), 1u);
   EXPECT_EQ(sqrt->initializer("w").item<float>(), 0.0f);
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// One flipped byte inside a tensor's data would otherwise load silently
+// as a wrong weight, and damaged TorchScript sources in the archive can
+// crash LibTorch's parser (fuzz/checkpoint_fuzzer): the CRC check must
+// refuse both, naming the file.
+TEST(Checkpoint, FlippedBytesInDataOrCodeAreNamedErrors) {
+  auto model = make_model("resnet8");
+  torch::optim::SGD sgd(model->parameters(), 0.1);
+  const std::string dir = temp_dir("flipped");
+  const std::string good = dir + "/good.pt";
+  save_checkpoint(good, *model, sgd, TrainState{1, {}});
+  const std::string bytes = read_bytes(good);
+  // The stem conv weight's first value, and the class line of the code
+  // (its debug copy, which is stored uncompressed).
+  const float first = model->initializer("stem.conv.weight").flatten()[0].item<float>();
+  const size_t weight_at = bytes.find(std::string(reinterpret_cast<const char*>(&first), sizeof first));
+  const size_t code_at = bytes.find("class Module(Module):");
+  ASSERT_NE(weight_at, std::string::npos);
+  ASSERT_NE(code_at, std::string::npos);
+  for (const size_t at : {weight_at + 3, code_at + 8}) {
+    std::string damaged = bytes;
+    damaged[at] = static_cast<char>(damaged[at] ^ 0x40);
+    const std::string path = dir + "/flipped_" + std::to_string(at) + ".pt";
+    std::ofstream(path, std::ios::binary) << damaged;
+    try {
+      load_checkpoint(path, *model, sgd);
+      ADD_FAILURE() << "a checkpoint with byte " << at << " flipped loaded";
+    } catch (const std::runtime_error& e) {
+      EXPECT_EQ(std::string(e.what()).rfind(path + ": corrupt or truncated checkpoint", 0), 0u) << e.what();
+      EXPECT_NE(std::string(e.what()).find("CRC-32"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(load_checkpoint(good, *model, sgd).epochs_done, 1);
 }
 
 TEST(Trainer, StepScheduleDividesByGamma) {
