@@ -93,10 +93,11 @@ std::vector<uint8_t> inflate_entry(const Bytes& b, uint64_t data, uint64_t size,
                                    const std::string& name) {
   constexpr uint64_t kMaxInflated = uint64_t{1} << 28;
   if (size > kMaxInflated || uncompressed > kMaxInflated) b.fail("entry '" + name + "' is implausibly large");
+  const uint8_t* input = b.at(data, size);  // may throw: before zlib allocates
   std::vector<uint8_t> out(uncompressed + 1);  // one spare byte detects excess output
   z_stream z{};
   if (inflateInit2(&z, -MAX_WBITS) != Z_OK) b.fail("zlib cannot start inflating");
-  z.next_in = const_cast<Bytef*>(b.at(data, size));
+  z.next_in = const_cast<Bytef*>(input);
   z.avail_in = static_cast<uInt>(size);
   z.next_out = out.data();
   z.avail_out = static_cast<uInt>(out.size());
