@@ -123,6 +123,10 @@ void save_checkpoint(const std::string& path, GraphModule& model, const torch::o
   archive.save_to(tmp);
   sync_file(tmp);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(path + ": cannot rename " + tmp + " over it");
+  // The rename itself lives in the directory: until that is on disk, a
+  // power cut could bring back the previous checkpoint (never half of one).
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  sync_file(dir.empty() ? "." : dir);
 }
 
 namespace {
