@@ -1,5 +1,5 @@
 """Crash safety of `qat qat --out DIR --resume`: SIGKILL at random moments,
-half of them while checkpoint.pt.tmp is being written, many times over.
+half of them while a checkpoint is being written, many times over.
 
 After every kill the run directory's checkpoint.pt must be a complete
 checkpoint (Debian's python3-torch loads it) whose epoch count never goes
@@ -42,6 +42,14 @@ def command(data, out):
     return [QAT, "--threads", "1", "qat", "--model", "resnet8", "--data-dir", data, "--batch-size", "64",
             "--calib-batches", "1", "--w-bits", "4", "--a-bits", "8", "--range-learning", "--epochs", str(EPOCHS),
             "--lr", "0.01", "--out", out, "--resume", "--no-progress"]
+
+
+def files(directory):
+    """{name: (size, mtime)} of a directory's files; {} if it is missing."""
+    try:
+        return {e.name: (e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(directory)}
+    except FileNotFoundError:
+        return {}
 
 
 def load(path):
@@ -93,11 +101,13 @@ def main():
         process = subprocess.Popen(command(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         in_write = kills % 2 == 1
         deadline = time.time() + (rng.uniform(0.0, full_run) if not in_write else full_run * 2)
-        hit_tmp = False
+        hit_write, before = False, files(out)
         while process.poll() is None and time.time() < deadline:
-            if in_write and os.path.exists(checkpoint + ".tmp"):
-                time.sleep(rng.uniform(0.0, 0.02))  # somewhere inside the write
-                hit_tmp = True
+            # The first change to the run directory is a checkpoint write
+            # starting, wherever it writes: kill somewhere inside it.
+            if in_write and files(out) != before:
+                time.sleep(rng.uniform(0.0, 0.01))
+                hit_write = True
                 break
             time.sleep(0.001)
         if process.poll() is not None:
@@ -111,9 +121,12 @@ def main():
         process.wait()
         process.stderr.close()
         kills += 1
-        during_write += hit_tmp
+        during_write += hit_write
         if os.path.exists(checkpoint):
-            epochs, _ = load(checkpoint)
+            try:
+                epochs, _ = load(checkpoint)
+            except RuntimeError as e:
+                raise AssertionError(f"kill {kills}: checkpoint.pt does not load: {e}") from None
             assert epochs >= epochs_seen, f"kill {kills}: checkpoint went back from epoch {epochs_seen} to {epochs}"
             epochs_seen = epochs
         else:
