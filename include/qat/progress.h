@@ -29,6 +29,10 @@ class ProgressBar {
   std::chrono::steady_clock::time_point last_draw_;
 };
 
+// Process-wide switch (the CLI's --no-progress): when off, no bar draws,
+// whatever its own `enabled` says.
+void set_progress_bars_enabled(bool enabled);
+
 // "1m05s", "42s", "1h02m".
 std::string format_duration(double seconds);
 

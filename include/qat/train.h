@@ -41,6 +41,9 @@ struct TrainOptions {
   int64_t step_epochs = 1;
   double step_gamma = 0.1;
   double grad_clip_norm = 0.0;  // 0 disables clipping
+  // Training batches per epoch (0: the whole training split). A budget for
+  // quick runs; the epoch still ends with a full test evaluation.
+  int64_t steps_per_epoch = 0;
   NonFinitePolicy on_nonfinite = NonFinitePolicy::kStop;
   bool progress = true;
   // Directory for checkpoint.pt (written after every epoch) and resume.

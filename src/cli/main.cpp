@@ -1,6 +1,7 @@
 // The qat command line: argument parsing only; the stages live in
 // pipeline.cpp.
 #include "cli/pipeline.h"
+#include "qat/progress.h"
 #include "qat/threads.h"
 
 #include <CLI/CLI.hpp>
@@ -52,6 +53,9 @@ void add_train_options(CLI::App* cmd, qat::TrainOptions& options) {
   cmd->add_option("--schedule", options.schedule, "cosine, step or constant")->capture_default_str();
   cmd->add_option("--step-epochs", options.step_epochs, "epochs between lr steps (step schedule: lr / 10)")
       ->capture_default_str();
+  cmd->add_option("--steps-per-epoch", options.steps_per_epoch, "training batches per epoch (0: all)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--grad-clip", options.grad_clip_norm, "clip gradient norm (0: off)")->capture_default_str();
   const std::map<std::string, qat::NonFinitePolicy> policies{{"stop", qat::NonFinitePolicy::kStop},
                                                               {"skip", qat::NonFinitePolicy::kSkip}};
@@ -95,6 +99,9 @@ int main(int argc, char** argv) {
   auto* eval = app.add_subcommand("eval", "evaluate an FP32 model's top-1 accuracy");
   add_model_options(eval, model_args);
   add_data_options(eval, data_args);
+  // train and qat take --no-progress with their training options.
+  bool progress = true;
+  for (auto* cmd : {demo, eval}) cmd->add_flag("!--no-progress", progress, "no progress bars");
 
   std::string ptq_out;
   auto* ptq = app.add_subcommand("ptq", "post-training quantization: quantsim + calibration, then evaluate");
@@ -102,6 +109,7 @@ int main(int argc, char** argv) {
   add_data_options(ptq, data_args);
   add_sim_options(ptq, sim_args);
   ptq->add_option("--out", ptq_out, "directory to save the calibrated sim's checkpoint.pt");
+  ptq->add_flag("!--no-progress", progress, "no progress bars");
 
   auto* qat_cmd = app.add_subcommand("qat", "quantization-aware training from a PTQ start");
   add_model_options(qat_cmd, model_args);
@@ -123,6 +131,7 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--encodings-version", export_args.encodings_version, "AIMET format: 1.0.0 or 0.6.1")
       ->capture_default_str();
   export_cmd->add_option("--out", export_args.out_dir, "output directory")->required();
+  export_cmd->add_flag("!--no-progress", progress, "no progress bars");
   export_cmd->add_flag("--sim-logits", export_args.save_sim_logits,
                        "also write the sim's test-set logits (sim_test_logits.pb) for bench/deploy_bench.py");
 
@@ -137,6 +146,7 @@ int main(int argc, char** argv) {
   try {
     const int used = qat::configure_threads(threads);
     std::cerr << "qat: " << used << " threads\n";
+    qat::set_progress_bars_enabled(progress && train_options.progress && qat_args.train.progress);
     if (demo->parsed()) return qat::cli::run_demo_command(demo_dir, demo_fp32_epochs, demo_qat_epochs);
     if (train->parsed()) {
       if (train_options.out_dir.empty()) throw std::invalid_argument("train needs --out DIR");

@@ -81,10 +81,36 @@ Params<T> params_of(const Tensor& scale, const Tensor& zero_point, int64_t qmin,
   return p;
 }
 
+// Round half to even without a libm call, so that the loops below
+// vectorise: adding and subtracting 1.5 * 2^(mantissa bits) leaves the
+// nearest integer (ties to even, the default rounding mode) for |v| <
+// 2^(mantissa bits - 1). Larger |v| are first clamped to that bound; they
+// are off every grid of <= 16 bits either way, so codes, clamping and the
+// in-range masks equal those of std::nearbyint. NaN passes through.
+template <typename T>
+struct RoundingMagic;
+template <>
+struct RoundingMagic<float> {
+  static constexpr float kShift = 12582912.0f;  // 1.5 * 2^23
+  static constexpr float kBound = 4194304.0f;   // 2^22
+};
+template <>
+struct RoundingMagic<double> {
+  static constexpr double kShift = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double kBound = 2251799813685248.0;  // 2^51
+};
+
+template <typename T>
+inline T round_half_even(T v) {
+  constexpr T bound = RoundingMagic<T>::kBound, shift = RoundingMagic<T>::kShift;
+  v = v < -bound ? -bound : (v > bound ? bound : v);
+  return (v + shift) - shift;
+}
+
 // Unclamped code of x: nearbyint(x * inv_scale) + z, as ATen computes it.
 template <typename T>
 inline T code_of(T x, T inv_scale, T zero_point) {
-  return std::nearbyint(x * inv_scale) + zero_point;
+  return round_half_even(x * inv_scale) + zero_point;
 }
 
 template <typename T>

@@ -20,10 +20,16 @@ std::string format_duration(double seconds) {
   return buffer;
 }
 
+namespace {
+bool bars_enabled = true;
+}  // namespace
+
+void set_progress_bars_enabled(bool enabled) { bars_enabled = enabled; }
+
 ProgressBar::ProgressBar(std::string label, int64_t total, bool enabled)
     : label_(std::move(label)),
       total_(total),
-      enabled_(enabled),
+      enabled_(enabled && bars_enabled),
       interactive_(isatty(STDERR_FILENO) != 0),
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}

@@ -5,6 +5,7 @@
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/sgd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -144,14 +145,17 @@ std::vector<EpochStats> train(GraphModule& model, const data::DataLoader& train_
     model.train();
     double loss_sum = 0.0;
     int64_t correct = 0, seen = 0, index = 0, skipped = 0;
-    ProgressBar bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(options.epochs),
-                    train_loader.num_batches(), options.progress);
-    for (auto it = train_loader.begin(epoch); it != train_loader.end(); ++it, ++index) {
+    const int64_t steps = options.steps_per_epoch > 0
+                              ? std::min(options.steps_per_epoch, train_loader.num_batches())
+                              : train_loader.num_batches();
+    ProgressBar bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(options.epochs), steps,
+                    options.progress);
+    for (auto it = train_loader.begin(epoch); index < steps && it != train_loader.end(); ++it, ++index) {
       const data::Batch batch = *it;
       optimizer.zero_grad();
       const torch::Tensor logits = model.forward(batch.images);
       const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
-      const int64_t step = epoch * train_loader.num_batches() + index;
+      const int64_t step = epoch * steps + index;
       const double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value)) {
         report_nonfinite(options.on_nonfinite, "loss is " + fixed(loss_value, 3), step_name(epoch + 1, index, step));

@@ -86,6 +86,26 @@ TEST(Trainer, ResumeReproducesUninterruptedRunBitForBit) {
   }
 }
 
+// An epoch cut to k steps trains on exactly the first k batches: the same
+// weights as a full epoch over a split holding only those batches.
+TEST(Trainer, StepsPerEpochStopsAfterThatManyBatches) {
+  const auto test_loader = loader(data::Split::kTest, 64, false);
+  TrainOptions o = quick_options();
+  o.epochs = 1;
+  auto cut = make_model("resnet8");
+  o.steps_per_epoch = 2;
+  train(*cut, loader(data::Split::kTrain, 512, false), test_loader, o);
+  auto full = make_model("resnet8");
+  o.steps_per_epoch = 0;
+  train(*full, loader(data::Split::kTrain, 128, false), test_loader, o);
+  auto untouched = make_model("resnet8");
+  for (const auto& name : cut->initializer_names()) {
+    EXPECT_TRUE(torch::equal(cut->initializer(name), full->initializer(name))) << name;
+  }
+  EXPECT_FALSE(torch::equal(cut->initializer(cut->initializer_names()[0]),
+                            untouched->initializer(untouched->initializer_names()[0])));
+}
+
 TEST(Checkpoint, CorruptTruncatedAndForeignFilesAreRejectedByName) {
   auto model = make_model("resnet8");
   torch::optim::SGD sgd(model->parameters(), 0.1);
