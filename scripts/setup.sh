@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Installs everything qat needs on a fresh Debian 12 machine: the compiler
-# and build tools, LibTorch and the other -dev packages, the data packages
-# (Fashion-MNIST, ONNX backend test data), and a Python venv in .venv with
-# the validation tools (onnx, onnxruntime, openvino). Safe to re-run: it
-# only installs what is missing.
+# Installs everything qat needs on a fresh Debian 12 machine: the compilers
+# (g++; clang for the sanitizer and fuzzing builds) and build tools, LibTorch
+# and the other -dev packages, the data packages (Fashion-MNIST, ONNX
+# backend test data), and a Python venv in .venv with the validation tools
+# (onnx, onnxruntime, openvino). Safe to re-run: it only installs what is
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   cmake ninja-build g++ pkg-config zlib1g-dev
+  clang libclang-rt-14-dev libomp-14-dev
   libtorch-dev libonnx-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libonnx-testdata dataset-fashion-mnist

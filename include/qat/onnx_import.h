@@ -20,6 +20,9 @@ namespace qat {
 
 // Loads and checks `path`; every error names the file (and node or tensor).
 std::shared_ptr<GraphModule> import_onnx(const std::string& path);
+// The same for a serialized ModelProto already in memory; `source` names
+// it in error messages.
+std::shared_ptr<GraphModule> import_onnx_bytes(const std::string& bytes, const std::string& source);
 // `source` names the model in error messages.
 std::shared_ptr<GraphModule> import_onnx(const onnx::ModelProto& model, const std::string& source);
 

@@ -24,6 +24,12 @@ struct EvalResult {
 EvalResult evaluate(GraphModule& model, const data::DataLoader& loader, const std::string& label = "eval",
                     bool progress = true);
 
+// What train() does when a step's loss or a gradient is NaN or Inf.
+enum class NonFinitePolicy {
+  kStop,  // throw std::runtime_error naming the step (and parameter)
+  kSkip,  // warn, drop the step's update and go on
+};
+
 struct TrainOptions {
   int64_t epochs = 10;
   double lr = 0.05;
@@ -38,6 +44,7 @@ struct TrainOptions {
   // Training batches per epoch (0: the whole training split). A budget for
   // quick runs; the epoch still ends with a full test evaluation.
   int64_t steps_per_epoch = 0;
+  NonFinitePolicy on_nonfinite = NonFinitePolicy::kStop;
   bool progress = true;
   // Directory for checkpoint.pt (written after every epoch) and resume.
   std::string out_dir;

@@ -47,17 +47,19 @@ double megabytes(const std::string& path) { return static_cast<double>(std::file
 int run_export_command(const ModelArgs& model_args, const DataArgs& data_args, const SimArgs& sim_args,
                        const ExportArgs& args) {
   const EncodingsVersion version = parse_encodings_version(args.encodings_version);
-  std::filesystem::create_directories(args.out_dir);
   const data::DataLoader calibration = make_loader(data_args, data::Split::kTrain, false);
-  const std::string fp32_path = args.out_dir + "/model_fp32.onnx";
-  export_onnx_float(*load_model(model_args, calibration.dataset(), data_args.seed), fp32_path);
-
+  const auto fp32_model = load_model(model_args, calibration.dataset(), data_args.seed);
   // A second copy of the model: the sim rewrites the one it is given.
   auto model = load_model(model_args, calibration.dataset(), data_args.seed);
   auto shape = calibration.dataset().images.sizes().vec();
   shape[0] = 1;
   auto sim = args.sim_checkpoint.empty() ? make_calibrated_sim(model, sim_args, calibration)
                                          : load_sim(model, sim_args, shape, args.sim_checkpoint);
+  // Only now that every input has been read and checked: a bad one must
+  // not leave a half-replaced export behind.
+  std::filesystem::create_directories(args.out_dir);
+  const std::string fp32_path = args.out_dir + "/model_fp32.onnx";
+  export_onnx_float(*fp32_model, fp32_path);
   const std::string int8_path = args.out_dir + "/model_int8.onnx";
   export_onnx_qdq(*sim, int8_path);
   save_encodings(*sim, args.out_dir + "/encodings.json", version);

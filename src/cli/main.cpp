@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <map>
 #include <optional>
 
 namespace {
@@ -67,6 +68,11 @@ void add_train_options(CLI::App* cmd, qat::TrainOptions& options) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--grad-clip", options.grad_clip_norm, "clip gradient norm (0: off)")->capture_default_str();
+  const std::map<std::string, qat::NonFinitePolicy> policies{{"stop", qat::NonFinitePolicy::kStop},
+                                                              {"skip", qat::NonFinitePolicy::kSkip}};
+  cmd->add_option("--on-nonfinite", options.on_nonfinite, "NaN/Inf loss or gradient: stop the run, or skip the step")
+      ->transform(CLI::CheckedTransformer(policies))
+      ->default_str("stop");
   cmd->add_option("--out", options.out_dir, "run directory for checkpoint.pt");
   cmd->add_flag("--resume", options.resume, "continue from the run directory's checkpoint");
   cmd->add_flag("!--no-progress", options.progress, "no progress bars");
@@ -165,7 +171,14 @@ int main(int argc, char** argv) {
   export_cmd->add_flag("--sim-logits", export_args.save_sim_logits,
                        "also write the sim's test-set logits (sim_test_logits.pb) for bench/deploy_bench.py");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help is a ParseError too, with exit code 0; real errors get the
+    // same "qat: error:" prefix as every other bad input.
+    if (e.get_exit_code() != 0) std::cerr << "qat: error: ";
+    return app.exit(e);
+  }
   try {
     const int used = qat::configure_threads(threads);
     std::cerr << "qat: " << used << " threads\n";

@@ -103,6 +103,31 @@ void run_ptq_passes(QuantSim& sim, const SimArgs& args, const data::DataLoader& 
   }
 }
 
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + (shape[i] < 0 ? "?" : std::to_string(shape[i]));
+  return text + "]";
+}
+
+// An imported model must take the data set's images: caught here, the
+// mismatch is named in terms of the file and the data instead of surfacing
+// as a kernel error deep inside the first layer.
+void check_input_matches(const Graph& graph, const data::Dataset& data, const std::string& path) {
+  if (graph.inputs.size() != 1) {
+    throw std::invalid_argument(path + ": the model has " + std::to_string(graph.inputs.size()) +
+                                " inputs; qat feeds it one batch of images");
+  }
+  const ValueInfo& input = graph.inputs[0];
+  std::vector<int64_t> images = data.images.sizes().vec();
+  images[0] = -1;
+  bool fits = input.shape.empty() || input.shape.size() == images.size();
+  for (size_t d = 1; fits && d < input.shape.size(); ++d) fits = input.shape[d] < 0 || input.shape[d] == images[d];
+  if (!fits) {
+    throw std::invalid_argument(path + ": input '" + input.name + "' has shape " + shape_text(input.shape) +
+                                ", but the data set's images are " + shape_text(images));
+  }
+}
+
 // Saves a sim (or FP32 model) with no training history, for `qat eval`.
 void save_model(const std::string& dir, GraphModule& model, const std::string& tag) {
   std::filesystem::create_directories(dir);
@@ -150,6 +175,7 @@ std::shared_ptr<GraphModule> load_model(const ModelArgs& args, const data::Datas
   std::shared_ptr<GraphModule> model;
   if (!args.onnx.empty()) {
     model = import_onnx(args.onnx);
+    check_input_matches(model->graph(), data, args.onnx);
   } else {
     ZooOptions options;
     options.in_channels = data.images.size(1);
@@ -236,6 +262,7 @@ int run_eval_command(const ModelArgs& model_args, const DataArgs& data_args) {
 
 int run_ptq_command(const ModelArgs& model_args, const DataArgs& data_args, const SimArgs& sim_args,
                     const std::string& out_dir) {
+  sim_options(sim_args);  // a bad config fails now, not after the FP32 evaluation
   const data::DataLoader calibration = make_loader(data_args, data::Split::kTrain, false);
   const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
   auto model = load_model(model_args, test_loader.dataset(), data_args.seed);
@@ -266,6 +293,7 @@ int run_qat_command(const ModelArgs& model_args, const DataArgs& data_args, cons
     throw std::invalid_argument("--bn-reestimate-batches " + std::to_string(qat_args.bn_reestimate_batches) +
                                 ": must be >= 1");
   }
+  sim_options(sim_args);  // a bad config fails now, not after the FP32 evaluation
   const data::DataLoader train_loader = make_loader(data_args, data::Split::kTrain, true);
   const data::DataLoader calibration = make_loader(data_args, data::Split::kTrain, false);
   const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);

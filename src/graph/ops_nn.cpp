@@ -100,7 +100,22 @@ Pads window_pads(const Node& node, torch::IntArrayRef in, const std::vector<int6
                  const std::vector<int64_t>& strides) {
   const size_t rank = extent.size();
   const std::string mode = auto_pad_mode(node);
-  if (mode == "NOTSET") return explicit_pads(node, rank);
+  if (mode == "NOTSET") {
+    // A pad wider than the window only adds outputs that see nothing but
+    // padding; bounding it keeps a corrupt attribute (pads of 1e9, found
+    // by fuzz/onnx_import_fuzzer) from allocating gigabytes.
+    const Pads pads = explicit_pads(node, rank);
+    for (size_t i = 0; i < rank; ++i) {
+      for (const int64_t pad : {pads.begin[i], pads.end[i]}) {
+        if (pad < 0 || pad > extent[i]) {
+          throw std::invalid_argument("attribute 'pads' has " + std::to_string(pad) + " for spatial axis " +
+                                      std::to_string(i) + "; it must be between 0 and the window's extent " +
+                                      std::to_string(extent[i]));
+        }
+      }
+    }
+    return pads;
+  }
   Pads pads{std::vector<int64_t>(rank, 0), std::vector<int64_t>(rank, 0)};
   if (mode == "VALID") return pads;
   for (size_t i = 0; i < rank; ++i) {

@@ -134,25 +134,29 @@ std::shared_ptr<GraphModule> import_onnx(const onnx::ModelProto& model, const st
   return module;
 }
 
+std::shared_ptr<GraphModule> import_onnx_bytes(const std::string& bytes, const std::string& source) {
+  onnx::ModelProto model;
+  if (!model.ParseFromString(bytes)) {
+    throw std::runtime_error(source + ": not a valid ONNX model (protobuf parse failed; truncated or not ONNX?)");
+  }
+  try {
+    onnx::checker::check_model(model);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(source + ": ONNX checker rejected the model: " + e.what());
+  }
+  try {
+    return import_onnx(model, source);
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(e.what());
+  }
+}
+
 std::shared_ptr<GraphModule> import_onnx(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(path + ": cannot open ONNX file");
   std::stringstream buffer;
   buffer << in.rdbuf();
-  onnx::ModelProto model;
-  if (!model.ParseFromString(buffer.str())) {
-    throw std::runtime_error(path + ": not a valid ONNX model (protobuf parse failed; truncated or not ONNX?)");
-  }
-  try {
-    onnx::checker::check_model(model);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(path + ": ONNX checker rejected the model: " + e.what());
-  }
-  try {
-    return import_onnx(model, path);
-  } catch (const std::invalid_argument& e) {
-    throw std::runtime_error(e.what());
-  }
+  return import_onnx_bytes(buffer.str(), path);
 }
 
 }  // namespace qat

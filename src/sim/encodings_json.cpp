@@ -3,11 +3,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <stdexcept>
+#include <type_traits>
 
 namespace qat {
 namespace {
@@ -30,13 +33,34 @@ struct FileEncoding {
   throw std::runtime_error(context + ": " + what);
 }
 
+// nlohmann converts any number to any arithmetic type with a plain cast,
+// undefined behaviour for 8e79 -> int: integers are range-checked first.
+template <typename I>
+bool integer_fits(const json& value) {
+  if (value.is_number_unsigned()) return value.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<I>::max());
+  return value.is_number_integer() && value.get<int64_t>() >= std::numeric_limits<I>::min() &&
+         value.get<int64_t>() <= std::numeric_limits<I>::max();
+}
+
 template <typename T>
 T get(const json& object, const std::string& key, const std::string& context) {
   if (!object.is_object() || !object.contains(key)) fail(context, "missing key '" + key + "'");
+  const json& value = object.at(key);
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (!integer_fits<T>(value)) {
+      fail(context, "key '" + key + "' must be an integer between " + std::to_string(std::numeric_limits<T>::min()) +
+                        " and " + std::to_string(std::numeric_limits<T>::max()) + ", got " + value.dump());
+    }
+  }
+  if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    if (!value.is_array() || !std::all_of(value.begin(), value.end(), integer_fits<int64_t>)) {
+      fail(context, "key '" + key + "' must be a list of 64-bit integers, got " + value.dump());
+    }
+  }
   try {
-    return object.at(key).get<T>();
+    return value.get<T>();
   } catch (const json::exception&) {
-    fail(context, "key '" + key + "' has the wrong type: " + object.at(key).dump());
+    fail(context, "key '" + key + "' has the wrong type: " + value.dump());
   }
 }
 

@@ -2,6 +2,8 @@
 // global RNG and the training history, written atomically.
 #include "qat/train.h"
 
+#include "zip_check.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/serialize.h>
 
@@ -87,9 +89,12 @@ void load_model(torch::serialize::InputArchive& archive, GraphModule& model, con
                                c10::str(it->second.sizes()) + ", the model's has " + c10::str(t.value().sizes()));
     }
   }
-  if (saved.size() != tensors.size()) {
-    throw std::runtime_error(path + ": checkpoint holds " + std::to_string(saved.size()) + " tensors, the model " +
-                             std::to_string(tensors.size()));
+  for (const auto& [name, tensor] : saved) {
+    if (!tensors.contains(name)) {
+      throw std::runtime_error(path + ": checkpoint tensor '" + name + "' is not in this model (" +
+                               std::to_string(saved.size()) + " tensors in the file, " +
+                               std::to_string(tensors.size()) + " in the model: a checkpoint of another model?)");
+    }
   }
   torch::NoGradGuard no_grad;
   for (const auto& t : tensors) t.value().copy_(saved[t.key()]);
@@ -118,17 +123,27 @@ void save_checkpoint(const std::string& path, GraphModule& model, const torch::o
   archive.save_to(tmp);
   sync_file(tmp);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(path + ": cannot rename " + tmp + " over it");
+  // The rename itself lives in the directory: until that is on disk, a
+  // power cut could bring back the previous checkpoint (never half of one).
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  sync_file(dir.empty() ? "." : dir);
 }
 
 namespace {
 
 torch::serialize::InputArchive open_checkpoint(const std::string& path) {
   if (!std::filesystem::exists(path)) throw std::runtime_error(path + ": checkpoint not found");
+  check_zip_integrity(path);
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);
   } catch (const c10::Error& e) {
     throw std::runtime_error(path + ": corrupt or truncated checkpoint (" + e.what_without_backtrace() + ")");
+  } catch (const std::exception& e) {
+    // Loading compiles the archive's TorchScript code, whose parser throws
+    // torch::jit::ErrorReport (often with an empty message) on damage there.
+    const std::string detail = e.what();
+    throw std::runtime_error(path + ": corrupt or truncated checkpoint" + (detail.empty() ? "" : " (" + detail + ")"));
   }
   try {
     c10::IValue format;

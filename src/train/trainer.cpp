@@ -46,12 +46,36 @@ std::vector<torch::optim::OptimizerParamGroup> parameter_groups(GraphModule& mod
   return groups;
 }
 
-// A NaN or Inf loss would silently destroy every weight on the next step.
-void check_finite(const torch::Tensor& loss, int64_t epoch, int64_t batch) {
-  if (!std::isfinite(loss.item<double>())) {
-    throw std::runtime_error("loss is " + fixed(loss.item<double>(), 3) + " at epoch " + std::to_string(epoch) +
-                             ", batch " + std::to_string(batch) + "; stopping before the weights are damaged");
+// "epoch 2, batch 17 (step 49)": where a non-finite value appeared.
+std::string step_name(int64_t epoch, int64_t batch, int64_t step) {
+  return "epoch " + std::to_string(epoch) + ", batch " + std::to_string(batch) + " (step " + std::to_string(step) + ")";
+}
+
+// The first trainable parameter whose gradient holds a NaN or Inf, or "".
+// One reduction per parameter and a single host sync for the whole model.
+std::string nonfinite_gradient(GraphModule& model) {
+  std::vector<std::string> names;
+  std::vector<torch::Tensor> finite;
+  for (const auto& p : model.named_parameters()) {
+    if (!p.value().grad().defined()) continue;
+    names.push_back(p.key());
+    finite.push_back(p.value().grad().isfinite().all());
   }
+  if (finite.empty() || torch::stack(finite).all().item<bool>()) return "";
+  for (size_t i = 0; i < finite.size(); ++i) {
+    if (!finite[i].item<bool>()) return names[i];
+  }
+  return "";
+}
+
+// A NaN or Inf would silently destroy every weight on the next step:
+// kStop throws before it, kSkip warns and the caller drops the update.
+void report_nonfinite(NonFinitePolicy policy, const std::string& what, const std::string& where) {
+  if (policy == NonFinitePolicy::kStop) {
+    throw std::runtime_error(what + " at " + where + "; stopping before the weights are damaged "
+                             "(--on-nonfinite skip drops such steps instead)");
+  }
+  std::fprintf(stderr, "\nwarning: %s at %s; skipping this step\n", what.c_str(), where.c_str());
 }
 
 }  // namespace
@@ -120,7 +144,7 @@ std::vector<EpochStats> train(GraphModule& model, const data::DataLoader& train_
     if (options.on_epoch_start) options.on_epoch_start(epoch);
     model.train();
     double loss_sum = 0.0;
-    int64_t correct = 0, seen = 0, index = 0;
+    int64_t correct = 0, seen = 0, index = 0, skipped = 0;
     const int64_t steps = options.steps_per_epoch > 0
                               ? std::min(options.steps_per_epoch, train_loader.num_batches())
                               : train_loader.num_batches();
@@ -131,8 +155,21 @@ std::vector<EpochStats> train(GraphModule& model, const data::DataLoader& train_
       optimizer.zero_grad();
       const torch::Tensor logits = model.forward(batch.images);
       const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
-      check_finite(loss, epoch + 1, index);
+      const int64_t step = epoch * steps + index;
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        report_nonfinite(options.on_nonfinite, "loss is " + fixed(loss_value, 3), step_name(epoch + 1, index, step));
+        ++skipped;
+        continue;
+      }
       loss.backward();
+      const std::string bad_gradient = nonfinite_gradient(model);
+      if (!bad_gradient.empty()) {
+        report_nonfinite(options.on_nonfinite, "gradient of '" + bad_gradient + "' is not finite",
+                         step_name(epoch + 1, index, step));
+        ++skipped;
+        continue;
+      }
       if (options.grad_clip_norm > 0) {
         for (auto& group : optimizer.param_groups()) {
           torch::nn::utils::clip_grad_norm_(group.params(), options.grad_clip_norm);
@@ -140,13 +177,17 @@ std::vector<EpochStats> train(GraphModule& model, const data::DataLoader& train_
       }
       optimizer.step();
       const int64_t n = batch.labels.size(0);
-      loss_sum += loss.item<double>() * static_cast<double>(n);
+      loss_sum += loss_value * static_cast<double>(n);
       correct += logits.argmax(1).eq(batch.labels).sum().item<int64_t>();
       seen += n;
       bar.update(index + 1, "loss " + fixed(loss_sum / static_cast<double>(seen), 4) + " acc " +
                                 percent(static_cast<double>(correct) / static_cast<double>(seen)));
     }
     bar.finish("loss " + fixed(loss_sum / static_cast<double>(std::max<int64_t>(seen, 1)), 4));
+    if (skipped > 0) {
+      std::fprintf(stderr, "epoch %ld: skipped %ld of %ld steps with a non-finite loss or gradient\n",
+                   static_cast<long>(epoch + 1), static_cast<long>(skipped), static_cast<long>(index));
+    }
     const EvalResult test = evaluate(model, test_loader, "  test", options.progress);
     EpochStats stats{epoch + 1,
                      lr,

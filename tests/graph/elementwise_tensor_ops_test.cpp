@@ -198,5 +198,20 @@ TEST(TensorOps, ReshapeErrorNamesTheNode) {
   EXPECT_NE(error.find("beyond the input's rank"), std::string::npos) << error;
 }
 
+// Found by fuzz/onnx_import_fuzzer: pads of 1e9 made Conv allocate ~15 GB.
+TEST(WindowOps, PadsBeyondTheWindowAreNamedErrors) {
+  const Tensor x = torch::zeros({1, 1, 4, 4}), w = torch::zeros({1, 1, 3, 3});
+  const std::vector<int64_t> huge{0, 1000000000, 0, 0}, negative{0, -1, 0, 0}, widest{3, 3, 3, 3};
+  for (const auto& pads : {huge, negative}) {
+    const std::string conv = error_of("Conv", {x, w}, {{"pads", pads}});
+    EXPECT_NE(conv.find("Conv node 'n'"), std::string::npos) << conv;
+    EXPECT_NE(conv.find("attribute 'pads' has " + std::to_string(pads[1])), std::string::npos) << conv;
+    const std::string pool = error_of("MaxPool", {x}, {{"kernel_shape", std::vector<int64_t>{2, 2}}, {"pads", pads}});
+    EXPECT_NE(pool.find("the window's extent 2"), std::string::npos) << pool;
+  }
+  // Up to the window's extent is legal (if useless): outputs of padding only.
+  EXPECT_EQ(run1("Conv", {x, w}, {{"pads", widest}}).sizes(), (std::vector<int64_t>{1, 1, 8, 8}));
+}
+
 }  // namespace
 }  // namespace qat

@@ -148,5 +148,23 @@ TEST(Encodings, IncompleteOrInvalidFilesChangeNothing) {
   expect_load_error(*sim, legacy, "stem.conv.weight", "not True or False");
 }
 
+// Found by fuzz/encodings_fuzzer: nlohmann casts 8e79 to int unchecked
+// (undefined behaviour); such numbers must be named errors.
+TEST(Encodings, NumbersOutOfTheFieldsRangeAreNamedErrors) {
+  auto source = calibrated("resnet8");
+  auto sim = sim_of("resnet8");
+  const json file = encodings_to_json(*source);
+  json huge_bitwidth = file;
+  huge_bitwidth["activation_encodings"][0]["bw"] = 8e79;
+  expect_load_error(*sim, huge_bitwidth, "input", "'bw' must be an integer");
+  json fractional_offset = file;
+  fractional_offset["activation_encodings"][0]["offset"][0] = 1e30;
+  expect_load_error(*sim, fractional_offset, "input", "'offset' must be a list of 64-bit integers");
+  json legacy = encodings_to_json(*source, EncodingsVersion::k0_6_1);
+  legacy["param_encodings"]["stem.conv.weight"][0]["bitwidth"] = 18446744073709551615u;
+  expect_load_error(*sim, legacy, "stem.conv.weight", "'bitwidth' must be an integer");
+  EXPECT_FALSE(sim->quantizer("stem.conv.weight_quantizer").has_encoding()) << "a failed load must change nothing";
+}
+
 }  // namespace
 }  // namespace qat

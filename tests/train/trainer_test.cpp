@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 
 namespace qat {
 namespace {
@@ -133,6 +136,127 @@ TEST(Checkpoint, CorruptTruncatedAndForeignFilesAreRejectedByName) {
     ADD_FAILURE() << "resnet8 checkpoint loaded into resnet20";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find(good), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(load_checkpoint(good, *model, sgd).epochs_done, 1);
+}
+
+// The trainable initializers, copied (BatchNorm statistics move in every
+// forward pass, so they are left out).
+std::map<std::string, torch::Tensor> parameters_of(GraphModule& model) {
+  std::map<std::string, torch::Tensor> copies;
+  for (const auto& name : model.initializer_names()) {
+    if (model.is_trainable(name)) copies[name] = model.initializer(name).detach().clone();
+  }
+  return copies;
+}
+
+std::string train_error(GraphModule& model, const data::DataLoader& data, const TrainOptions& options) {
+  try {
+    train(model, data, data, options);
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(NonFinite, NanLossStopsNamingTheStepAndKeepsTheWeights) {
+  auto model = make_model("resnet8");
+  const auto data = loader(data::Split::kTrain, 256, true);
+  TrainOptions o = quick_options();
+  // Finite for the first epoch, then a NaN bias in the head.
+  std::map<std::string, torch::Tensor> after_first_epoch;
+  o.on_epoch_start = [&](int64_t epoch) {
+    if (epoch != 1) return;
+    after_first_epoch = parameters_of(*model);
+    model->initializer("fc.bias").detach().fill_(std::nanf(""));
+  };
+  const std::string error = train_error(*model, data, o);
+  EXPECT_NE(error.find("loss is nan at epoch 2, batch 0 (step 4)"), std::string::npos) << error;
+  ASSERT_FALSE(after_first_epoch.empty());
+  for (const auto& [name, value] : parameters_of(*model)) {
+    if (name != "fc.bias") EXPECT_TRUE(torch::equal(value, after_first_epoch.at(name))) << name;
+  }
+}
+
+// logits = sqrt(x * w) with w = 0: a finite loss (all logits 0) whose
+// gradient for w is x / (2 sqrt(0)), infinite.
+std::shared_ptr<GraphModule> sqrt_model() {
+  Graph g;
+  g.inputs = {{"x", {-1, 1, 28, 28}, torch::kFloat}};
+  g.outputs = {"logits"};
+  g.nodes.push_back(Node{"scale", "Mul", {"x", "w"}, {"scaled"}, {}});
+  g.nodes.push_back(Node{"root", "Sqrt", {"scaled"}, {"root"}, {}});
+  g.nodes.push_back(Node{"flatten", "Flatten", {"root"}, {"logits"}, {}});
+  auto model = std::make_shared<GraphModule>(g);
+  model->add_initializer("w", torch::zeros({1}), true);
+  return model;
+}
+
+TEST(NonFinite, InfiniteGradientStopsNamingTheParameter) {
+  auto model = sqrt_model();
+  const auto data = loader(data::Split::kTrain, 128, false);
+  TrainOptions o = quick_options();
+  const std::string error = train_error(*model, data, o);
+  EXPECT_NE(error.find("gradient of 'w' is not finite at epoch 1, batch 0 (step 0)"), std::string::npos) << error;
+  EXPECT_EQ(model->initializer("w").item<float>(), 0.0f);
+}
+
+TEST(NonFinite, SkipPolicyDropsOnlyTheBadSteps) {
+  auto model = make_model("resnet8");
+  const auto data = loader(data::Split::kTrain, 256, true);
+  TrainOptions o = quick_options();
+  o.epochs = 1;
+  o.on_nonfinite = NonFinitePolicy::kSkip;
+  // Every step of the epoch sees a NaN loss: none may move a weight.
+  const auto before = parameters_of(*model);
+  const float saved = model->initializer("fc.bias")[0].item<float>();
+  model->initializer("fc.bias").detach()[0] = std::nanf("");
+  train(*model, data, data, o);
+  model->initializer("fc.bias").detach()[0] = saved;
+  for (const auto& [name, value] : parameters_of(*model)) EXPECT_TRUE(torch::equal(value, before.at(name))) << name;
+
+  // Infinite gradients are skipped the same way, and the run finishes.
+  auto sqrt = sqrt_model();
+  const auto history = train(*sqrt, data, data, o);
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(sqrt->initializer("w").item<float>(), 0.0f);
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// One flipped byte inside a tensor's data would otherwise load silently
+// as a wrong weight, and damaged TorchScript sources in the archive can
+// crash LibTorch's parser (fuzz/checkpoint_fuzzer): the CRC check must
+// refuse both, naming the file.
+TEST(Checkpoint, FlippedBytesInDataOrCodeAreNamedErrors) {
+  auto model = make_model("resnet8");
+  torch::optim::SGD sgd(model->parameters(), 0.1);
+  const std::string dir = temp_dir("flipped");
+  const std::string good = dir + "/good.pt";
+  save_checkpoint(good, *model, sgd, TrainState{1, {}});
+  const std::string bytes = read_bytes(good);
+  // The stem conv weight's first value, and the class line of the code
+  // (its debug copy, which is stored uncompressed).
+  const float first = model->initializer("stem.conv.weight").flatten()[0].item<float>();
+  const size_t weight_at = bytes.find(std::string(reinterpret_cast<const char*>(&first), sizeof first));
+  const size_t code_at = bytes.find("class Module(Module):");
+  ASSERT_NE(weight_at, std::string::npos);
+  ASSERT_NE(code_at, std::string::npos);
+  for (const size_t at : {weight_at + 3, code_at + 8}) {
+    std::string damaged = bytes;
+    damaged[at] = static_cast<char>(damaged[at] ^ 0x40);
+    const std::string path = dir + "/flipped_" + std::to_string(at) + ".pt";
+    std::ofstream(path, std::ios::binary) << damaged;
+    try {
+      load_checkpoint(path, *model, sgd);
+      ADD_FAILURE() << "a checkpoint with byte " << at << " flipped loaded";
+    } catch (const std::runtime_error& e) {
+      EXPECT_EQ(std::string(e.what()).rfind(path + ": corrupt or truncated checkpoint", 0), 0u) << e.what();
+      EXPECT_NE(std::string(e.what()).find("CRC-32"), std::string::npos) << e.what();
+    }
   }
   EXPECT_EQ(load_checkpoint(good, *model, sgd).epochs_done, 1);
 }
