@@ -8,6 +8,8 @@ build (Debian's libtorch_cpu.so, OpenMP, oneDNN):
     /usr/bin/python3 bench/torch_ao_qat.py                 # step times
     /usr/bin/python3 bench/torch_ao_qat.py --train --models resnet20 \\
         --fp32-epochs 12 --qat-epochs 2                    # accuracy run
+    /usr/bin/python3 bench/torch_ao_qat.py --train --models resnet20 \\
+        --fp32-checkpoint runs/fp32/checkpoint.pt --qat-epochs 1   # from qat's FP32 weights
 
 The accuracy run trains FP32 on Fashion-MNIST as `qat train` does (same
 normalisation, 2 px pad-and-crop plus flip, SGD momentum 0.9, weight decay
@@ -219,6 +221,25 @@ def make_model(name, variant, calibration, state=None):
     return model, encodings
 
 
+def qat_checkpoint_state(path, model):
+    """The state_dict of `model` filled from a `qat train` checkpoint (a
+    TorchScript archive: tensors t<i>, their names in `names`). The zoo
+    builds layers in torchvision's order (conv1, bn1, conv2, bn2,
+    downsample), so tensors pair up by position; shapes are checked."""
+    archive = torch.jit.load(path).model
+    ours = [(name, getattr(archive, "t%d" % i)) for i, name in enumerate(archive.names)]
+    keys = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
+    if len(keys) != len(ours):
+        raise SystemExit("%s: %d tensors, the torch model has %d" % (path, len(ours), len(keys)))
+    state = model.state_dict()
+    for key, (name, tensor) in zip(keys, ours):
+        if state[key].shape != tensor.shape:
+            raise SystemExit("%s: %s %s does not fit %s %s" % (path, name, tuple(tensor.shape), key,
+                                                                tuple(state[key].shape)))
+        state[key] = tensor.clone()
+    return state
+
+
 def make_optimizer(model, encodings, lr, encoding_lr):
     ids = {id(e) for e in encodings}
     weights = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
@@ -352,8 +373,14 @@ def accuracy_run(args):
     name = args.models[0]
     train, test = load_split("train"), load_split("test")
     model, _ = make_model(name, "fp32", [])
-    optimizer = make_optimizer(model, [], args.lr, 0.0)
-    results = {"FP32": train_epochs(model, optimizer, args.fp32_epochs, [args.lr], train, test, args.seed, "fp32")}
+    if args.fp32_checkpoint:
+        model.load_state_dict(qat_checkpoint_state(args.fp32_checkpoint, model))
+        results = {"FP32": evaluate(model, *test)}
+    else:
+        optimizer = make_optimizer(model, [], args.lr, 0.0)
+        results = {"FP32": train_epochs(model, optimizer, args.fp32_epochs, [args.lr], train, test, args.seed,
+                                        "fp32")}
+    print("FP32 %.2f%%" % (100 * results["FP32"]), flush=True)
     state = model.state_dict()
     # qat's calibration set: the first batches of the unshuffled training split.
     calibration = [(normalize(train[0][i * 128:(i + 1) * 128]), None) for i in range(args.calibration_batches)]
@@ -379,6 +406,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--train", action="store_true", help="accuracy run on Fashion-MNIST instead")
     parser.add_argument("--fp32-epochs", type=int, default=12)
+    parser.add_argument("--fp32-checkpoint", help="--train: start from a `qat train` checkpoint instead of training")
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--qat-lr", type=float, default=1e-3)
