@@ -9,6 +9,7 @@ scripts/setup.sh
 scripts/build.sh
 start=$(date +%s)
 build/qat demo --dir runs/demo
+echo >> runs/demo/report.md
 echo "== 5. Validate runs/demo/export_resnet20/model_int8.onnx in ONNX Runtime and OpenVINO"
 .venv/bin/python bench/deploy_bench.py runs/demo/export_resnet20 --rounds 1 --latency-runs 20 --batches 3 \
   | tee -a runs/demo/report.md
