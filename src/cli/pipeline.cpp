@@ -76,6 +76,14 @@ void restrict_training(QuantSim& sim, const std::vector<std::string>& layers) {
   }
 }
 
+// The images of the first `count` batches of an epoch-0 pass (fewer when
+// the loader has fewer).
+std::vector<torch::Tensor> first_batches(const data::DataLoader& loader, int64_t count) {
+  std::vector<torch::Tensor> batches;
+  for (int64_t i = 0; i < std::min(count, loader.num_batches()); ++i) batches.push_back(loader.batch(0, i).images);
+  return batches;
+}
+
 // The weight searches after calibration, each on the first ptq_batches
 // calibration batches. With both, AdaRound rounds on Sequential MSE's grid.
 void run_ptq_passes(QuantSim& sim, const SimArgs& args, const data::DataLoader& calibration) {
@@ -83,10 +91,7 @@ void run_ptq_passes(QuantSim& sim, const SimArgs& args, const data::DataLoader& 
   if (args.ptq_batches < 1) {
     throw std::invalid_argument("--ptq-batches " + std::to_string(args.ptq_batches) + ": must be >= 1");
   }
-  std::vector<torch::Tensor> batches;
-  for (int64_t i = 0; i < std::min(args.ptq_batches, calibration.num_batches()); ++i) {
-    batches.push_back(calibration.batch(0, i).images);
-  }
+  const std::vector<torch::Tensor> batches = first_batches(calibration, args.ptq_batches);
   if (args.seq_mse) {
     const auto start = std::chrono::steady_clock::now();
     apply_seq_mse(sim, batches, {args.seq_mse_candidates, args.seq_mse_loss});
@@ -141,10 +146,7 @@ void save_model(const std::string& dir, GraphModule& model, const std::string& t
 // training split; the result is saved beside the QAT checkpoint.
 void reestimate_and_report(QuantSim& sim, const QatArgs& args, const data::DataLoader& data,
                            const data::DataLoader& test_loader) {
-  std::vector<torch::Tensor> batches;
-  for (int64_t i = 0; i < std::min(args.bn_reestimate_batches, data.num_batches()); ++i) {
-    batches.push_back(data.batch(0, i).images);
-  }
+  const std::vector<torch::Tensor> batches = first_batches(data, args.bn_reestimate_batches);
   const auto layers = reestimate_batchnorm(sim, batches);
   const double accuracy = evaluate(sim.model(), test_loader, "bn re-estimated").accuracy;
   std::printf("BN re-estimation (%zu layers, %zu batches): %s\n", layers.size(), batches.size(),
