@@ -11,7 +11,6 @@
 #include <torch/optim/sgd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -44,11 +43,6 @@ std::string percent(double fraction) {
   char buffer[16];
   std::snprintf(buffer, sizeof buffer, "%.2f%%", 100.0 * fraction);
   return buffer;
-}
-
-std::string lowercase(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
-  return text;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -363,7 +357,7 @@ int run_demo_command(const std::string& work_dir, int64_t fp32_epochs, int64_t q
     qat_args.train.encoding_lr = 1e-3;
     qat_args.train.schedule = "cosine";
     qat_args.train.steps_per_epoch = steps_per_epoch;
-    qat_args.train.out_dir = work_dir + "/qat_" + lowercase(bits);
+    qat_args.train.out_dir = work_dir + "/qat_w" + std::to_string(w) + "a" + std::to_string(a);
     const auto history = run_qat(*sim, qat_args, train_loader, test_loader);
     rows.push_back({"QAT", bits, history.back().test_accuracy});
   }
