@@ -57,6 +57,12 @@ void add_sim_options(CLI::App* cmd, SimArgs& args) {
       ->capture_default_str();
 }
 
+// CLI::NonNegativeNumber's message spells out the largest double; this one
+// says what is wrong in words.
+const CLI::Validator kNotNegative(
+    [](std::string& value) { return value.rfind('-', 0) == 0 ? std::string("must be 0 or more") : std::string(); },
+    "INT>=0");
+
 void add_train_options(CLI::App* cmd, qat::TrainOptions& options) {
   cmd->add_option("--epochs", options.epochs, "epochs")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--lr", options.lr, "initial learning rate")->capture_default_str();
@@ -66,7 +72,7 @@ void add_train_options(CLI::App* cmd, qat::TrainOptions& options) {
       ->capture_default_str();
   cmd->add_option("--steps-per-epoch", options.steps_per_epoch, "training batches per epoch (0: all)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNotNegative);
   cmd->add_option("--grad-clip", options.grad_clip_norm, "clip gradient norm (0: off)")->capture_default_str();
   const std::map<std::string, qat::NonFinitePolicy> policies{{"stop", qat::NonFinitePolicy::kStop},
                                                               {"skip", qat::NonFinitePolicy::kSkip}};
@@ -94,7 +100,7 @@ int main(int argc, char** argv) {
   demo->add_option("--qat-epochs", demo_qat_epochs, "QAT epochs")->capture_default_str();
   demo->add_option("--steps-per-epoch", demo_steps, "training batches per epoch (0: all; a quick check)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNotNegative);
 
   ModelArgs model_args;
   DataArgs data_args;
