@@ -1,8 +1,11 @@
 #include "qat/fake_quant.h"
 
+#include "core/vector_clones.h"
+
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -63,12 +66,17 @@ Params<T> params_of(const Tensor& scale, const Tensor& zero_point, int64_t qmin,
                                 " scales for " + std::to_string(channels) + " channels");
   }
   const auto dtype = std::is_same<T, float>::value ? torch::kFloat : torch::kDouble;
+  // Read in place (no ATen ops: this runs for every quantizer call).
   const Tensor s = scale.detach().to(dtype).contiguous();
-  // Zero points are rounded half to even and kept on the grid.
-  const Tensor z = zero_point.detach().to(dtype).round().clamp(qmin, qmax).contiguous();
+  const Tensor z = zero_point.detach().to(dtype).contiguous();
   Params<T> p;
+  p.qmin = static_cast<T>(qmin);
+  p.qmax = static_cast<T>(qmax);
   p.scale.assign(s.data_ptr<T>(), s.data_ptr<T>() + channels);
-  p.zero_point.assign(z.data_ptr<T>(), z.data_ptr<T>() + channels);
+  // Zero points are rounded half to even and kept on the grid (NaN stays).
+  for (const T* zp = z.data_ptr<T>(); zp != z.data_ptr<T>() + channels; ++zp) {
+    p.zero_point.push_back(std::min(std::max(std::nearbyint(*zp), p.qmin), p.qmax));
+  }
   for (T v : p.scale) {
     if (!(v > T(0)) || !std::isfinite(v)) {
       throw std::invalid_argument("quantization scale must be positive and finite, got " +
@@ -76,82 +84,181 @@ Params<T> params_of(const Tensor& scale, const Tensor& zero_point, int64_t qmin,
     }
     p.inv_scale.push_back(T(1) / v);
   }
-  p.qmin = static_cast<T>(qmin);
-  p.qmax = static_cast<T>(qmax);
   return p;
 }
 
 // Round half to even without a libm call, so that the loops below
 // vectorise: adding and subtracting 1.5 * 2^(mantissa bits) leaves the
 // nearest integer (ties to even, the default rounding mode) for |v| <
-// 2^(mantissa bits - 1). Larger |v| are first clamped to that bound; they
-// are off every grid of <= 16 bits either way, so codes, clamping and the
-// in-range masks equal those of std::nearbyint. NaN passes through.
+// 2^(mantissa bits - 1). Callers clamp v to the grid first (see
+// grid_code), so |v| stays far below that. NaN passes through.
 template <typename T>
 struct RoundingMagic;
 template <>
 struct RoundingMagic<float> {
   static constexpr float kShift = 12582912.0f;  // 1.5 * 2^23
-  static constexpr float kBound = 4194304.0f;   // 2^22
 };
 template <>
 struct RoundingMagic<double> {
   static constexpr double kShift = 6755399441055744.0;  // 1.5 * 2^52
-  static constexpr double kBound = 2251799813685248.0;  // 2^51
 };
 
 template <typename T>
-inline T round_half_even(T v) {
-  constexpr T bound = RoundingMagic<T>::kBound, shift = RoundingMagic<T>::kShift;
-  v = v < -bound ? -bound : (v > bound ? bound : v);
+QAT_ALWAYS_INLINE T round_half_even(T v) {
+  constexpr T shift = RoundingMagic<T>::kShift;
   return (v + shift) - shift;
 }
 
-// Unclamped code of x: nearbyint(x * inv_scale) + z, as ATen computes it.
 template <typename T>
-inline T code_of(T x, T inv_scale, T zero_point) {
-  return round_half_even(x * inv_scale) + zero_point;
+QAT_ALWAYS_INLINE T clamp_to(T v, T lo, T hi) {
+  return v < lo ? lo : (v > hi ? hi : v);  // NaN passes through
+}
+
+// One channel's constants in the form the loops use. Codes are kept
+// relative to the zero point: r = q - z lies in [lo, hi] = [qmin - z,
+// qmax - z]. Since z and the bounds are integers, clamp(round(v) + z,
+// qmin, qmax) - z == clamp(round(v), lo, hi), and (q - z) * s is r * s:
+// the same floats ATen computes, with fewer operations.
+template <typename T>
+struct ChannelGrid {
+  T s, inv, z, lo, hi;
+};
+
+template <typename T>
+ChannelGrid<T> grid_of(const Params<T>& p, int64_t c) {
+  const T z = p.zero_point[c];
+  return {p.scale[c], p.inv_scale[c], z, p.qmin - z, p.qmax - z};
+}
+
+// round(x / s) clamped to [lo - 1, hi + 1]: clamping before rounding keeps
+// the rounding in range and still tells whether the unclamped code lies on
+// the grid (the STE mask: lo <= r <= hi).
+template <typename T>
+QAT_ALWAYS_INLINE T grid_code(T x, const ChannelGrid<T>& g) {
+  return round_half_even(clamp_to(x * g.inv, g.lo - T(1), g.hi + T(1)));
+}
+
+enum class Output { kFakeQuant, kCodes };
+
+// The per-run loops, as functions of the run's own pointers (inside the
+// parallel_for lambdas a store through uint8_t* may alias the captured
+// pointers, which blocks vectorisation) with branch-free bodies (this file
+// is built with -fno-trapping-math, which lets GCC turn the clamps into
+// min/max).
+
+// y = r * mul + add: r * s for fake-quant, r + z for codes.
+template <typename T>
+QAT_ALWAYS_INLINE void forward_run(const T* x, T* y, int64_t n, const ChannelGrid<T>& g, T mul, T add) {
+  for (int64_t i = 0; i < n; ++i) y[i] = clamp_to(grid_code(x[i], g), g.lo, g.hi) * mul + add;
+}
+
+// The same, plus the STE mask: 1 where the code was on the grid.
+template <typename T>
+QAT_ALWAYS_INLINE void forward_run(const T* x, T* y, uint8_t* mask, int64_t n, const ChannelGrid<T>& g, T mul,
+                                   T add) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T r = grid_code(x[i], g);
+    const T on_grid_r = clamp_to(r, g.lo, g.hi);
+    mask[i] = on_grid_r == r;  // clamping changed nothing: on the grid (NaN: not)
+    y[i] = on_grid_r * mul + add;
+  }
+}
+
+// dx = grad * factor where the mask is set, else 0.
+template <typename T>
+QAT_ALWAYS_INLINE void ste_run(const uint8_t* mask, const T* grad, T* dx, int64_t n, T factor) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T g = grad[i] * factor;  // loaded unconditionally, so the loop needs no branch
+    dx[i] = mask[i] ? g : T(0);
+  }
 }
 
 template <typename T>
-inline T clamp_code(T q, T qmin, T qmax) {
-  return q < qmin ? qmin : (q > qmax ? qmax : q);  // NaN passes through
+struct LsqTerms {
+  T dx, dscale, dzero;
+};
+
+// d/ds of r * s with round() treated as identity: r - x / s on the grid,
+// the clamped bound outside it; d/dz: -s outside the grid.
+template <typename T>
+QAT_ALWAYS_INLINE LsqTerms<T> lsq_terms(T x, T grad, const ChannelGrid<T>& g) {
+  const T r = grid_code(x, g);
+  const T rq = clamp_to(r, g.lo, g.hi);
+  const bool in = rq == r;
+  return {in ? grad : T(0), in ? (rq * g.s - x) * g.inv * grad : rq * grad, in ? T(0) : -grad * g.s};
 }
 
+// LSQ backward of one run: dx (STE) and the run's sums of the scale and
+// zero-point gradients. The sums are float SIMD reductions (`omp simd`
+// allows the reassociation), added into double per run.
 template <typename T>
-void fake_quant_forward(const T* x, T* y, const Params<T>& p, const ChannelLayout& layout, bool codes_only) {
+QAT_ALWAYS_INLINE void lsq_run(const T* __restrict x, const T* __restrict grad, T* __restrict dx, int64_t n,
+                               const ChannelGrid<T>& g, double* sums) {
+  T sum_s = 0, sum_z = 0;
+#pragma omp simd reduction(+ : sum_s, sum_z)
+  for (int64_t i = 0; i < n; ++i) {
+    const LsqTerms<T> t = lsq_terms(x[i], grad[i], g);
+    dx[i] = t.dx;
+    sum_s += t.dscale;
+    sum_z += t.dzero;
+  }
+  sums[0] += static_cast<double>(sum_s);
+  sums[1] += static_cast<double>(sum_z);
+}
+
+// The float loops once more, built for AVX2 as well (core/vector_clones.h).
+// Unqualified calls pick these overloads for float and the templates above
+// for double (used by tests).
+QAT_VECTOR_CLONES void forward_run(const float* x, float* y, int64_t n, const ChannelGrid<float>& g, float mul,
+                                   float add) {
+  forward_run<float>(x, y, n, g, mul, add);
+}
+QAT_VECTOR_CLONES void forward_run(const float* x, float* y, uint8_t* mask, int64_t n,
+                                   const ChannelGrid<float>& g, float mul, float add) {
+  forward_run<float>(x, y, mask, n, g, mul, add);
+}
+QAT_VECTOR_CLONES void ste_run(const uint8_t* mask, const float* grad, float* dx, int64_t n, float factor) {
+  ste_run<float>(mask, grad, dx, n, factor);
+}
+QAT_VECTOR_CLONES void lsq_run(const float* x, const float* grad, float* dx, int64_t n,
+                               const ChannelGrid<float>& g, double* sums) {
+  lsq_run<float>(x, grad, dx, n, g, sums);
+}
+
+// y = fake-quantized x, or its integer codes q; mask (when not null)
+// records which elements the STE gradient passes.
+template <typename T>
+void fake_quant_forward(const T* x, T* y, uint8_t* mask, const Params<T>& p, const ChannelLayout& layout,
+                        Output output) {
   at::parallel_for(0, layout.numel, kGrain, [&](int64_t begin, int64_t end) {
     for_channel_runs(layout, begin, end, [&](int64_t b, int64_t e, int64_t c) {
-      const T s = p.scale[c], inv = p.inv_scale[c], z = p.zero_point[c];
-      if (codes_only) {
-        for (int64_t i = b; i < e; ++i) y[i] = clamp_code(code_of(x[i], inv, z), p.qmin, p.qmax);
+      const ChannelGrid<T> g = grid_of(p, c);
+      const T mul = output == Output::kCodes ? T(1) : g.s;
+      const T add = output == Output::kCodes ? g.z : T(0);
+      if (mask) {
+        forward_run(x + b, y + b, mask + b, e - b, g, mul, add);
       } else {
-        for (int64_t i = b; i < e; ++i) y[i] = (clamp_code(code_of(x[i], inv, z), p.qmin, p.qmax) - z) * s;
+        forward_run(x + b, y + b, e - b, g, mul, add);
       }
     });
   });
 }
 
-// dx = g where the unclamped code lies on the grid, times `factor`
-// (1 for fake-quant, 1/s for quantize).
+// STE backward from the forward's mask: dx = g * factor where the code was
+// on the grid (factor 1 for fake-quant, 1/s for quantize), else 0.
 template <typename T>
-void ste_backward(const T* x, const T* g, T* dx, const Params<T>& p, const ChannelLayout& layout,
+void ste_backward(const uint8_t* mask, const T* grad, T* dx, const Params<T>& p, const ChannelLayout& layout,
                   bool divide_by_scale) {
   at::parallel_for(0, layout.numel, kGrain, [&](int64_t begin, int64_t end) {
     for_channel_runs(layout, begin, end, [&](int64_t b, int64_t e, int64_t c) {
-      const T inv = p.inv_scale[c], z = p.zero_point[c];
-      const T factor = divide_by_scale ? inv : T(1);
-      for (int64_t i = b; i < e; ++i) {
-        const T q = code_of(x[i], inv, z);
-        dx[i] = (q >= p.qmin && q <= p.qmax) ? g[i] * factor : T(0);
-      }
+      ste_run(mask + b, grad + b, dx + b, e - b, divide_by_scale ? p.inv_scale[c] : T(1));
     });
   });
 }
 
-// LSQ backward in one pass: dx (STE) and the per-channel sums of the scale
-// and zero-point gradients. Partial sums are kept per fixed-size chunk and
-// added in chunk order, so the result does not depend on the thread count.
+// LSQ backward over the whole tensor. Runs never cross a fixed-size chunk
+// and chunk sums are added in chunk order, so the result does not depend
+// on the thread count.
 template <typename T>
 void lsq_backward(const T* x, const T* g, T* dx, double* dscale, double* dzero, const Params<T>& p,
                   const ChannelLayout& layout) {
@@ -166,23 +273,10 @@ void lsq_backward(const T* x, const T* g, T* dx, double* dscale, double* dzero, 
       const int64_t first = chunk * kGrain;
       const int64_t last = std::min(layout.numel, first + kGrain);
       for_channel_runs(layout, first, last, [&](int64_t b, int64_t e, int64_t c) {
-        const T s = p.scale[c], inv = p.inv_scale[c], z = p.zero_point[c];
-        const T below = p.qmin - z, above = p.qmax - z;
-        double sum_s = 0.0, sum_z = 0.0;
-        for (int64_t i = b; i < e; ++i) {
-          const T q = code_of(x[i], inv, z);
-          if (q >= p.qmin && q <= p.qmax) {
-            dx[i] = g[i];
-            // d/ds of s * round(x/s) with round treated as identity.
-            sum_s += static_cast<double>(((q - z) * s - x[i]) * inv * g[i]);
-          } else {
-            dx[i] = T(0);
-            sum_s += static_cast<double>((q < p.qmin ? below : above) * g[i]);
-            sum_z -= static_cast<double>(g[i] * s);
-          }
-        }
-        ps[c] += sum_s;
-        pz[c] += sum_z;
+        double sums[2] = {0.0, 0.0};
+        lsq_run(x + b, g + b, dx + b, e - b, grid_of(p, c), sums);
+        ps[c] += sums[0];
+        pz[c] += sums[1];
       });
     }
   });
@@ -214,109 +308,100 @@ auto dispatch(const Tensor& x, const F& body) {
   return body(float{});
 }
 
+// The forward kernel on x; fills `mask` (a uint8 tensor shaped like x)
+// when it is defined.
 Tensor forward_impl(const Tensor& x_in, const Tensor& scale, const Tensor& zero_point, int64_t qmin,
-                    int64_t qmax, int64_t axis, bool codes_only) {
+                    int64_t qmax, int64_t axis, Output output, const Tensor& mask = Tensor()) {
   const Tensor x = x_in.contiguous();
   Tensor y = torch::empty_like(x);
   const ChannelLayout layout = layout_of(x, axis);
   dispatch(x, [&](auto tag) {
     using T = decltype(tag);
     const auto p = params_of<T>(scale, zero_point, qmin, qmax, layout.channels);
-    fake_quant_forward<T>(x.data_ptr<T>(), y.data_ptr<T>(), p, layout, codes_only);
+    uint8_t* mask_data = mask.defined() ? mask.data_ptr<uint8_t>() : nullptr;
+    fake_quant_forward<T>(x.data_ptr<T>(), y.data_ptr<T>(), mask_data, p, layout, output);
   });
   return y;
 }
 
-Tensor ste_impl(const Tensor& x_in, const Tensor& g_in, const Tensor& scale, const Tensor& zero_point,
-                int64_t qmin, int64_t qmax, int64_t axis, bool divide_by_scale) {
-  const Tensor x = x_in.contiguous();
-  const Tensor g = g_in.to(x.scalar_type()).contiguous();
-  Tensor dx = torch::empty_like(x);
-  const ChannelLayout layout = layout_of(x, axis);
-  dispatch(x, [&](auto tag) {
-    using T = decltype(tag);
-    const auto p = params_of<T>(scale, zero_point, qmin, qmax, layout.channels);
-    ste_backward<T>(x.data_ptr<T>(), g.data_ptr<T>(), dx.data_ptr<T>(), p, layout, divide_by_scale);
-  });
-  return dx;
-}
-
-// Saved state shared by the autograd functions below.
-void save(AutogradContext* ctx, const Tensor& x, const Tensor& scale, const Tensor& zero_point, int64_t qmin,
-          int64_t qmax, int64_t axis) {
-  ctx->save_for_backward({x, scale, zero_point});
-  ctx->saved_data["qmin"] = qmin;
-  ctx->saved_data["qmax"] = qmax;
-  ctx->saved_data["axis"] = axis;
-}
-
-struct Saved {
-  Tensor x, scale, zero_point;
-  int64_t qmin, qmax, axis;
-};
-
-Saved load(AutogradContext* ctx) {
-  const auto v = ctx->get_saved_variables();
-  return {v[0], v[1], v[2], ctx->saved_data["qmin"].toInt(), ctx->saved_data["qmax"].toInt(),
-          ctx->saved_data["axis"].toInt()};
-}
-
-class QuantizeSte : public torch::autograd::Function<QuantizeSte> {
+// Straight-through estimator with the encoding held constant. The forward
+// saves a one-byte mask instead of x: backward is one masked multiply, and
+// it keeps a quarter of x's memory alive instead of x itself.
+class FrozenQuantSte : public torch::autograd::Function<FrozenQuantSte> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& scale, const Tensor& zero_point,
-                        int64_t qmin, int64_t qmax, int64_t axis) {
-    save(ctx, x, scale, zero_point, qmin, qmax, axis);
-    return forward_impl(x, scale, zero_point, qmin, qmax, axis, /*codes_only=*/true);
+                        int64_t qmin, int64_t qmax, int64_t axis, bool codes) {
+    check_input(x);
+    const Tensor mask = torch::empty(x.sizes(), torch::TensorOptions().dtype(torch::kByte));
+    const Output output = codes ? Output::kCodes : Output::kFakeQuant;
+    Tensor y = forward_impl(x, scale, zero_point, qmin, qmax, axis, output, mask);
+    ctx->save_for_backward({mask, scale, zero_point});
+    ctx->saved_data["qmin"] = qmin;
+    ctx->saved_data["qmax"] = qmax;
+    ctx->saved_data["axis"] = axis;
+    ctx->saved_data["codes"] = codes;
+    return y;
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    const Saved s = load(ctx);
-    return {ste_impl(s.x, grads[0], s.scale, s.zero_point, s.qmin, s.qmax, s.axis, true),
-            Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& mask = saved[0];
+    const int64_t qmin = ctx->saved_data["qmin"].toInt(), qmax = ctx->saved_data["qmax"].toInt();
+    const ChannelLayout layout = layout_of(mask, ctx->saved_data["axis"].toInt());
+    const bool divide_by_scale = ctx->saved_data["codes"].toBool();
+    const Tensor g = grads[0].contiguous();
+    Tensor dx = torch::empty_like(g);
+    dispatch(g, [&](auto tag) {
+      using T = decltype(tag);
+      const auto p = params_of<T>(saved[1], saved[2], qmin, qmax, layout.channels);
+      ste_backward<T>(mask.data_ptr<uint8_t>(), g.data_ptr<T>(), dx.data_ptr<T>(), p, layout, divide_by_scale);
+    });
+    return {dx, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
-class FakeQuantSte : public torch::autograd::Function<FakeQuantSte> {
- public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& scale, const Tensor& zero_point,
-                        int64_t qmin, int64_t qmax, int64_t axis) {
-    save(ctx, x, scale, zero_point, qmin, qmax, axis);
-    return forward_impl(x, scale, zero_point, qmin, qmax, axis, /*codes_only=*/false);
+// Without a gradient to compute, skip autograd and the mask.
+Tensor frozen_quant(const Tensor& x, const Encoding& enc, bool codes) {
+  const int64_t qmin = enc.spec.grid.qmin(), qmax = enc.spec.grid.qmax(), axis = axis_of(enc.spec, x);
+  if (torch::GradMode::is_enabled() && x.requires_grad()) {
+    return FrozenQuantSte::apply(x, enc.scale, enc.zero_point, qmin, qmax, axis, codes);
   }
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    const Saved s = load(ctx);
-    return {ste_impl(s.x, grads[0], s.scale, s.zero_point, s.qmin, s.qmax, s.axis, false),
-            Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
-  }
-};
+  return forward_impl(x, enc.scale, enc.zero_point, qmin, qmax, axis, codes ? Output::kCodes : Output::kFakeQuant);
+}
 
 class FakeQuantLsq : public torch::autograd::Function<FakeQuantLsq> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& scale, const Tensor& zero_point,
                         int64_t qmin, int64_t qmax, int64_t axis, double grad_factor) {
-    save(ctx, x, scale, zero_point, qmin, qmax, axis);
+    ctx->save_for_backward({x, scale, zero_point});
+    ctx->saved_data["qmin"] = qmin;
+    ctx->saved_data["qmax"] = qmax;
+    ctx->saved_data["axis"] = axis;
     ctx->saved_data["grad_factor"] = grad_factor;
-    return forward_impl(x, scale, zero_point, qmin, qmax, axis, /*codes_only=*/false);
+    return forward_impl(x, scale, zero_point, qmin, qmax, axis, Output::kFakeQuant);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    const Saved s = load(ctx);
+    const auto saved = ctx->get_saved_variables();
+    const Tensor x = saved[0].contiguous();
+    const Tensor& scale = saved[1];
+    const Tensor& zero_point = saved[2];
+    const int64_t qmin = ctx->saved_data["qmin"].toInt(), qmax = ctx->saved_data["qmax"].toInt();
     const double grad_factor = ctx->saved_data["grad_factor"].toDouble();
-    const Tensor x = s.x.contiguous();
     const Tensor g = grads[0].to(x.scalar_type()).contiguous();
     Tensor dx = torch::empty_like(x);
-    const ChannelLayout layout = layout_of(x, s.axis);
+    const ChannelLayout layout = layout_of(x, ctx->saved_data["axis"].toInt());
     const auto sum_options = torch::TensorOptions().dtype(torch::kDouble);
     Tensor dscale = torch::zeros({layout.channels}, sum_options);
     Tensor dzero = torch::zeros({layout.channels}, sum_options);
     dispatch(x, [&](auto tag) {
       using T = decltype(tag);
-      const auto p = params_of<T>(s.scale, s.zero_point, s.qmin, s.qmax, layout.channels);
+      const auto p = params_of<T>(scale, zero_point, qmin, qmax, layout.channels);
       lsq_backward<T>(x.data_ptr<T>(), g.data_ptr<T>(), dx.data_ptr<T>(), dscale.data_ptr<double>(),
                       dzero.data_ptr<double>(), p, layout);
     });
     const auto as_param = [&](const Tensor& sum, const Tensor& param) {
       return (sum * grad_factor).to(param.scalar_type()).reshape(param.sizes());
     };
-    return {dx, as_param(dscale, s.scale), as_param(dzero, s.zero_point), Tensor(), Tensor(), Tensor(),
+    return {dx, as_param(dscale, scale), as_param(dzero, zero_point), Tensor(), Tensor(), Tensor(),
             Tensor()};
   }
 };
@@ -325,10 +410,7 @@ Tensor round_ste(const Tensor& v) { return v + (v.round() - v).detach(); }
 
 }  // namespace
 
-Tensor quantize(const Tensor& x, const Encoding& enc) {
-  return QuantizeSte::apply(x, enc.scale, enc.zero_point, enc.spec.grid.qmin(), enc.spec.grid.qmax(),
-                            axis_of(enc.spec, x));
-}
+Tensor quantize(const Tensor& x, const Encoding& enc) { return frozen_quant(x, enc, /*codes=*/true); }
 
 Tensor dequantize(const Tensor& q, const Encoding& enc) {
   const auto axis = enc.spec.channel_axis;
@@ -337,10 +419,7 @@ Tensor dequantize(const Tensor& q, const Encoding& enc) {
   return (q - z) * s;
 }
 
-Tensor fake_quantize(const Tensor& x, const Encoding& enc) {
-  return FakeQuantSte::apply(x, enc.scale, enc.zero_point, enc.spec.grid.qmin(), enc.spec.grid.qmax(),
-                             axis_of(enc.spec, x));
-}
+Tensor fake_quantize(const Tensor& x, const Encoding& enc) { return frozen_quant(x, enc, /*codes=*/false); }
 
 Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tensor& zero_point,
                                const QuantSpec& spec, double grad_factor) {

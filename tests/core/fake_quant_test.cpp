@@ -83,6 +83,35 @@ TEST_P(FakeQuantVsATen, PerChannelBitExactOnEveryAxis) {
   }
 }
 
+// The STE mask our forward saves must pass exactly the elements ATen's
+// does (ties and far out-of-range values included); quantize()'s gradient
+// is the same mask times 1/s.
+TEST_P(FakeQuantVsATen, SteGradientsBitExactPerTensorAndPerChannel) {
+  const auto [bits, is_signed] = GetParam();
+  torch::manual_seed(200 + bits * 2 + is_signed);
+  QuantSpec spec = spec_of(bits, is_signed);
+  const int64_t qmin = spec.grid.qmin(), qmax = spec.grid.qmax();
+  const Tensor x = test_input({4, 6, 5, 3}, 0.0625, qmax - qmin).requires_grad_();
+  const Tensor g = torch::randn({4, 6, 5, 3});
+  const auto grad_of = [&](const Tensor& y) {
+    x.mutable_grad() = Tensor();
+    y.backward(g);
+    return x.grad().clone();
+  };
+  const int64_t zero_point = (qmin + qmax) / 2 + 1;
+  const Encoding enc{spec, torch::tensor(0.0625f), torch::tensor(static_cast<float>(zero_point))};
+  const Tensor ref = grad_of(at::fake_quantize_per_tensor_affine(x, 0.0625, zero_point, qmin, qmax));
+  ASSERT_TRUE(torch::equal(grad_of(fake_quantize(x, enc)), ref));
+  ASSERT_TRUE(torch::equal(grad_of(quantize(x, enc)), ref / 0.0625));
+
+  spec.channel_axis = 1;
+  const Tensor scale = torch::rand({6}) * 0.1 + 0.001;
+  const Tensor zero_points = torch::randint(qmin, qmax + 1, {6});
+  const Tensor ref_pc =
+      grad_of(at::fake_quantize_per_channel_affine(x, scale, zero_points.to(torch::kInt), 1, qmin, qmax));
+  ASSERT_TRUE(torch::equal(grad_of(fake_quantize(x, Encoding{spec, scale, zero_points.to(torch::kFloat)})), ref_pc));
+}
+
 INSTANTIATE_TEST_SUITE_P(Grids, FakeQuantVsATen,
                          ::testing::Values(GridCase{2, true}, GridCase{2, false}, GridCase{4, true},
                                            GridCase{4, false}, GridCase{8, true}, GridCase{8, false},
