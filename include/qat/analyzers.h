@@ -41,8 +41,8 @@ class EncodingAnalyzer {
   std::optional<int64_t> channel_axis() const { return channel_axis_; }
 
  protected:
-  // The batch as a contiguous float64 [C, N] tensor: channel axis moved to the
-  // front, C = 1 per-tensor. Checks the channel count against earlier batches.
+  // The batch as a contiguous [C, N] tensor, float32 for float32 input and
+  // float64 otherwise: channel axis moved to the front, C = 1 per-tensor. Checks the channel count against earlier batches.
   torch::Tensor to_rows(const torch::Tensor& x);
   // Throws std::logic_error unless update() has been called.
   void require_update() const;
