@@ -3,6 +3,7 @@
 #include "sim/batchnorm.h"
 
 #include "qat/quantizer.h"
+#include "sim/unfold.h"
 
 #include <cmath>
 #include <set>
@@ -87,9 +88,7 @@ std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tenso
   }
   // Training (torch.ao's ConvBn): undo the fold on the output so that BN
   // sees the unfolded conv's statistics, then normalise.
-  std::vector<int64_t> channel_shape(static_cast<size_t>(in[0].dim()), 1);
-  channel_shape[1] = w.size(0);
-  const Tensor y = conv(ctx, {in[0], folded})[0] / factor.reshape(channel_shape) + bias.reshape(channel_shape);
+  const Tensor y = unfold_conv_output(conv(ctx, {in[0], folded})[0], factor, bias);
   const bool frozen = node.attr_int("frozen", 0) != 0;
   // ONNX momentum weighs the old statistic; torch's weighs the new one.
   const double momentum = 1.0 - node.attr_float("momentum", 0.9);
