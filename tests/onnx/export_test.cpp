@@ -7,6 +7,7 @@
 #include "qat/onnx_import.h"
 #include "qat/train.h"
 #include "qat/zoo.h"
+#include "sim_options.h"
 
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
@@ -25,15 +26,6 @@ using test::run_exported;
 using test::temp_dir;
 using torch::Tensor;
 using TP = onnx::TensorProto;
-
-QuantSimOptions sim_options(int param_bits, int act_bits, BatchNormMode bn = BatchNormMode::kSimulate) {
-  QuantSimOptions o;
-  o.config = load_sim_config("default");
-  o.config.param_bitwidth = param_bits;
-  o.config.activation_bitwidth = act_bits;
-  o.batchnorm = bn;
-  return o;
-}
 
 data::DataLoader fashion(data::Split split, int64_t n, bool shuffle) {
   data::Dataset d = data::load_fashion_mnist(split);

@@ -7,12 +7,15 @@
 #include "qat/quantsim.h"
 #include "qat/train.h"
 #include "qat/zoo.h"
+#include "sim_options.h"
 
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace qat::testing {
+
+using qat::sim_options;
 
 inline data::DataLoader fashion(data::Split split, int64_t first, int64_t count, bool shuffle) {
   data::Dataset d = data::load_fashion_mnist(split);
@@ -51,15 +54,6 @@ inline std::shared_ptr<GraphModule> trained_resnet8(int64_t steps = 200) {
   train(*model, fashion(data::Split::kTrain, 0, steps * 64, true), fashion(data::Split::kTest, 0, 64, false),
         options);
   return model;
-}
-
-inline QuantSimOptions sim_options(int param_bits, int act_bits, BatchNormMode bn = BatchNormMode::kSimulate) {
-  QuantSimOptions o;
-  o.config = load_sim_config("default");
-  o.config.param_bitwidth = param_bits;
-  o.config.activation_bitwidth = act_bits;
-  o.batchnorm = bn;
-  return o;
 }
 
 inline std::unique_ptr<QuantSim> calibrated_sim(std::shared_ptr<GraphModule> model, QuantSimOptions options,

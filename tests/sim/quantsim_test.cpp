@@ -4,6 +4,7 @@
 #include "qat/fake_quant.h"
 #include "qat/train.h"
 #include "qat/zoo.h"
+#include "sim_options.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -15,15 +16,6 @@ namespace qat {
 namespace {
 
 using torch::Tensor;
-
-QuantSimOptions options_for(const std::string& preset, BatchNormMode bn, int param_bits = 8, int act_bits = 8) {
-  QuantSimOptions o;
-  o.config = load_sim_config(preset);
-  o.config.param_bitwidth = param_bits;
-  o.config.activation_bitwidth = act_bits;
-  o.batchnorm = bn;
-  return o;
-}
 
 // BN statistics far from the identity, so folding mistakes show.
 void randomize_batchnorm(GraphModule& m, uint64_t seed) {
@@ -51,7 +43,7 @@ void calibrate(QuantSim& sim, const Tensor& batch) {
 }
 
 TEST(QuantSim, PlacementFollowsSupergroupsAndAgnosticOps) {
-  QuantSim sim(resnet8(), options_for("default", BatchNormMode::kSimulate), {1, 1, 28, 28});
+  QuantSim sim(resnet8(), sim_options(8, 8, BatchNormMode::kSimulate, "default"), {1, 1, 28, 28});
   const Graph& g = sim.model().graph();
   std::set<std::string> quantized_layers, weight_layers;
   for (const auto& q : sim.quantizers()) (q.is_param ? weight_layers : quantized_layers).insert(q.layer);
@@ -82,8 +74,8 @@ TEST(QuantSim, PlacementFollowsSupergroupsAndAgnosticOps) {
 // The openvino preset leaves a conv's output unquantized where it feeds a
 // residual Add (OpenVINO fuses the two); everything else as in default.
 TEST(QuantSim, OpenVinoPresetKeepsConvIntoAddFloat) {
-  QuantSim ov(resnet8(), options_for("openvino", BatchNormMode::kSimulate), {1, 1, 28, 28});
-  QuantSim def(resnet8(), options_for("default", BatchNormMode::kSimulate), {1, 1, 28, 28});
+  QuantSim ov(resnet8(), sim_options(8, 8, BatchNormMode::kSimulate, "openvino"), {1, 1, 28, 28});
+  QuantSim def(resnet8(), sim_options(8, 8, BatchNormMode::kSimulate, "default"), {1, 1, 28, 28});
   const Graph& g = ov.model().graph();
   int conv_into_add = 0;
   for (const auto& node : g.nodes) {
@@ -105,7 +97,7 @@ TEST(QuantSim, DisabledQuantizersReproduceTheFloatModel) {
   reference->eval();
   const Tensor expected = reference->forward(x);
   for (auto bn : {BatchNormMode::kFold, BatchNormMode::kSimulate}) {
-    QuantSim sim(resnet8(), options_for("default", bn), {1, 1, 28, 28});
+    QuantSim sim(resnet8(), sim_options(8, 8, bn, "default"), {1, 1, 28, 28});
     calibrate(sim, x);
     sim.set_quantization_enabled(false);
     sim.model().eval();
@@ -116,8 +108,8 @@ TEST(QuantSim, DisabledQuantizersReproduceTheFloatModel) {
 TEST(QuantSim, SimulatedFoldEqualsStaticFoldInEval) {
   torch::manual_seed(3);
   const Tensor x = torch::randn({8, 1, 28, 28});
-  QuantSim folded(resnet8(), options_for("default", BatchNormMode::kFold, 4, 8), {1, 1, 28, 28});
-  QuantSim simulated(resnet8(), options_for("default", BatchNormMode::kSimulate, 4, 8), {1, 1, 28, 28});
+  QuantSim folded(resnet8(), sim_options(4, 8, BatchNormMode::kFold, "default"), {1, 1, 28, 28});
+  QuantSim simulated(resnet8(), sim_options(4, 8, BatchNormMode::kSimulate, "default"), {1, 1, 28, 28});
   calibrate(folded, x);
   calibrate(simulated, x);
   folded.model().eval();
@@ -135,7 +127,7 @@ TEST(QuantSim, QuantizedForwardMatchesHandWrittenReference) {
   auto m = b.build();
   const Tensor w = m->initializer("conv.weight").detach().clone();
   const Tensor bias = m->initializer("conv.bias").detach().clone();
-  QuantSim sim(m, options_for("default", BatchNormMode::kFold), {1, 2, 6, 6});
+  QuantSim sim(m, sim_options(8, 8, BatchNormMode::kFold, "default"), {1, 2, 6, 6});
   const Tensor input = torch::randn({2, 2, 6, 6});
   calibrate(sim, input);
   sim.model().eval();
@@ -167,7 +159,7 @@ TEST(QuantSim, SqnrDropsWithBitwidth) {
   double mean_db[2];
   int i = 0;
   for (int bits : {8, 4}) {
-    QuantSim sim(resnet8(), options_for("default", BatchNormMode::kSimulate, bits, bits), {1, 1, 28, 28});
+    QuantSim sim(resnet8(), sim_options(bits, bits, BatchNormMode::kSimulate, "default"), {1, 1, 28, 28});
     calibrate(sim, x);
     const auto report = sim.sqnr_report(x);
     ASSERT_FALSE(report.empty());
@@ -181,7 +173,7 @@ TEST(QuantSim, SqnrDropsWithBitwidth) {
 
 TEST(QuantSim, RangeLearningTrainsTheRightEncodings) {
   const Tensor x = torch::randn({4, 1, 28, 28});
-  QuantSim sim(resnet8(), options_for("default", BatchNormMode::kSimulate), {1, 1, 28, 28});
+  QuantSim sim(resnet8(), sim_options(8, 8, BatchNormMode::kSimulate, "default"), {1, 1, 28, 28});
   calibrate(sim, x);
   sim.set_range_learning(true, false);
   const size_t weights_only = sim.encoding_parameters().size();
@@ -199,7 +191,7 @@ TEST(QuantSim, RangeLearningTrainsTheRightEncodings) {
 
 TEST(QuantSim, FrozenBatchNormKeepsRunningStatistics) {
   const Tensor x = torch::randn({4, 1, 28, 28});
-  QuantSim sim(resnet8(), options_for("default", BatchNormMode::kSimulate), {1, 1, 28, 28});
+  QuantSim sim(resnet8(), sim_options(8, 8, BatchNormMode::kSimulate, "default"), {1, 1, 28, 28});
   calibrate(sim, x);
   const Tensor before = sim.model().initializer("stem.bn.running_mean").clone();
   sim.model().train();
@@ -213,13 +205,13 @@ TEST(QuantSim, FrozenBatchNormKeepsRunningStatistics) {
 
 TEST(QuantSim, CheckpointRestoresEncodings) {
   const Tensor x = torch::randn({4, 1, 28, 28});
-  QuantSim sim(resnet8(), options_for("default", BatchNormMode::kSimulate, 4, 4), {1, 1, 28, 28});
+  QuantSim sim(resnet8(), sim_options(4, 4, BatchNormMode::kSimulate, "default"), {1, 1, 28, 28});
   calibrate(sim, x);
   sim.set_range_learning(true, true);
   torch::optim::SGD sgd(sim.model().parameters(), 0.01);
   const std::string path = ::testing::TempDir() + "/quantsim_checkpoint.pt";
   save_checkpoint(path, sim.model(), sgd, TrainState{});
-  QuantSim restored(resnet8(2), options_for("default", BatchNormMode::kSimulate, 4, 4), {1, 1, 28, 28});
+  QuantSim restored(resnet8(2), sim_options(4, 4, BatchNormMode::kSimulate, "default"), {1, 1, 28, 28});
   restored.set_range_learning(true, true);
   torch::optim::SGD sgd2(restored.model().parameters(), 0.01);
   load_checkpoint(path, restored.model(), sgd2);
@@ -244,7 +236,7 @@ TEST(QuantSim, QatResumeReproducesUninterruptedRunBitForBit) {
   std::filesystem::remove_all(root);
 
   auto run = [&](const std::string& dir, int64_t epochs) {
-    QuantSim sim(resnet8(), options_for("default", BatchNormMode::kSimulate, 4, 4), {1, 1, 28, 28});
+    QuantSim sim(resnet8(), sim_options(4, 4, BatchNormMode::kSimulate, "default"), {1, 1, 28, 28});
     calibrate(sim, loader.batch(0, 0).images);
     sim.set_range_learning(true, true);
     TrainOptions o;
@@ -288,7 +280,7 @@ TEST(QuantSim, ConcatInputsShareOneQuantizer) {
   concat.attributes["axis"] = int64_t{1};
   m->mutable_graph().nodes.push_back(concat);
   m->mutable_graph().outputs = {"joined"};
-  QuantSim sim(m, options_for("default", BatchNormMode::kFold), {1, 2, 6, 6});
+  QuantSim sim(m, sim_options(8, 8, BatchNormMode::kFold, "default"), {1, 2, 6, 6});
   std::string left_q, right_q;
   for (const auto& q : sim.quantizers()) {
     if (q.tensor == left) left_q = q.name;
