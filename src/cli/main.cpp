@@ -7,6 +7,8 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <stdexcept>
+#include <string>
 #include <map>
 #include <optional>
 
@@ -18,10 +20,26 @@ using qat::cli::ModelArgs;
 using qat::cli::QatArgs;
 using qat::cli::SimArgs;
 
+// CLI11's PositiveNumber / NonNegativeNumber messages spell out the
+// largest double; these say what is wrong in words. A value that is no
+// number at all is left to the option's own conversion error.
+CLI::Validator at_least(int64_t least) {
+  return CLI::Validator(
+      [least](std::string& value) {
+        try {
+          if (std::stod(value) >= static_cast<double>(least)) return std::string();
+        } catch (const std::exception&) {
+          return std::string();
+        }
+        return "must be " + std::to_string(least) + " or more";
+      },
+      "INT>=" + std::to_string(least));
+}
+
 void add_data_options(CLI::App* cmd, DataArgs& args) {
   cmd->add_option("--data", args.data, "data set: fashion-mnist or cifar10")->capture_default_str();
   cmd->add_option("--data-dir", args.data_dir, "directory holding the data set files");
-  cmd->add_option("--batch-size", args.batch_size, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--batch-size", args.batch_size, "batch size")->capture_default_str()->check(at_least(1));
   cmd->add_option("--seed", args.seed, "seed for initialisation, shuffling and augmentation")->capture_default_str();
 }
 
@@ -57,14 +75,9 @@ void add_sim_options(CLI::App* cmd, SimArgs& args) {
       ->capture_default_str();
 }
 
-// CLI::NonNegativeNumber's message spells out the largest double; this one
-// says what is wrong in words.
-const CLI::Validator kNotNegative(
-    [](std::string& value) { return value.rfind('-', 0) == 0 ? std::string("must be 0 or more") : std::string(); },
-    "INT>=0");
 
 void add_train_options(CLI::App* cmd, qat::TrainOptions& options) {
-  cmd->add_option("--epochs", options.epochs, "epochs")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--epochs", options.epochs, "epochs")->capture_default_str()->check(at_least(1));
   cmd->add_option("--lr", options.lr, "initial learning rate")->capture_default_str();
   cmd->add_option("--weight-decay", options.weight_decay, "weight decay")->capture_default_str();
   cmd->add_option("--schedule", options.schedule, "cosine, step or constant")->capture_default_str();
@@ -72,7 +85,7 @@ void add_train_options(CLI::App* cmd, qat::TrainOptions& options) {
       ->capture_default_str();
   cmd->add_option("--steps-per-epoch", options.steps_per_epoch, "training batches per epoch (0: all)")
       ->capture_default_str()
-      ->check(kNotNegative);
+      ->check(at_least(0));
   cmd->add_option("--grad-clip", options.grad_clip_norm, "clip gradient norm (0: off)")->capture_default_str();
   const std::map<std::string, qat::NonFinitePolicy> policies{{"stop", qat::NonFinitePolicy::kStop},
                                                               {"skip", qat::NonFinitePolicy::kSkip}};
@@ -100,7 +113,7 @@ int main(int argc, char** argv) {
   demo->add_option("--qat-epochs", demo_qat_epochs, "QAT epochs")->capture_default_str();
   demo->add_option("--steps-per-epoch", demo_steps, "training batches per epoch (0: all; a quick check)")
       ->capture_default_str()
-      ->check(kNotNegative);
+      ->check(at_least(0));
 
   ModelArgs model_args;
   DataArgs data_args;

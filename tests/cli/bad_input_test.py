@@ -169,6 +169,9 @@ def main():
     expect_error("missing config", [*ptq, "--config", f"{WORK}/nope.json"], [f"{WORK}/nope.json"])
     for bits in ("0", "1", "17", "33"):
         expect_error(f"--w-bits {bits}", [*ptq, "--w-bits", bits], ["--w-bits"])
+    for option, value, rule in (("--epochs", "0", "must be 1 or more"), ("--batch-size", "0", "must be 1 or more"),
+                                ("--steps-per-epoch", "-1", "must be 0 or more")):
+        expect_error(f"{option} {value}", ["train", *small, option, value, "--out", f"{WORK}/never"], [option, rule])
     bad_config = config("export_bad", '{"defaults": {"activation_bitwidth": 1}}')
     expect_error("export with a bad config", ["export", *small, "--config", bad_config, "--out", export],
                  [bad_config], untouched=exported)
