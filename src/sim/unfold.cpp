@@ -18,7 +18,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
-#include <vector>
+#include <algorithm>
 
 namespace qat {
 namespace {
