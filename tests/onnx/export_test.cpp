@@ -295,6 +295,9 @@ TEST(QdqExport, TrainedResnet8AgreesWithSimInOnnxRuntimeAndOpenVino) {
   EXPECT_GT(compare(sim_logits, sim_logits, labels, 1.0).accuracy, 0.8) << "training did not take";
 
   const double step = output_step(*sim);
+  // Both logits lie on the output grid, so differences are whole steps;
+  // dividing by the step in float can put 3 steps at 3.0000001.
+  constexpr double kStepSlack = 1e-3;
   const auto int8 = run_exported(dir + "/model_int8.onnx", x, dir, "ort,openvino", false);
   for (const auto& [backend, logits] : int8) {
     print_agreement(backend + " INT8 vs sim with float biases", compare(logits, float_bias_logits, labels, step), step);
@@ -307,14 +310,14 @@ TEST(QdqExport, TrainedResnet8AgreesWithSimInOnnxRuntimeAndOpenVino) {
     if (backend == "ort") {
       EXPECT_GE(a.top1_agreement, 0.995);
       EXPECT_LE(std::abs(a.accuracy - a.reference_accuracy), 0.001 + 1e-9);
-      EXPECT_LE(a.max_steps, 2.0);
+      EXPECT_LE(a.max_steps, 2.0 + kStepSlack);
     } else {
       // OpenVINO fuses Conv + residual Add and drops the requantization of
       // the conv output in between (docs/export.md): its logits are a
       // slightly different (more precise) model's.
       EXPECT_GE(a.top1_agreement, 0.99);
       EXPECT_LE(std::abs(a.accuracy - a.reference_accuracy), 0.002 + 1e-9);
-      EXPECT_LE(a.max_steps, 3.0);
+      EXPECT_LE(a.max_steps, 3.0 + kStepSlack);
     }
   }
   const auto fp32 = run_exported(dir + "/model_fp32.onnx", x, dir, "ort,openvino", false);
