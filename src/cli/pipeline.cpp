@@ -349,13 +349,6 @@ int run_demo_command(const std::string& work_dir, int64_t fp32_epochs, int64_t q
     auto sim = make_calibrated_sim(load_model(model_args, train_loader.dataset(), 0), sim_args, calibration);
     rows.push_back({"PTQ", bits, evaluate(sim->model(), test_loader, "ptq " + bits).accuracy});
     if (w == 4 && a == 8) continue;  // QAT for the two ends of the range
-    if (a < 8) {
-      // 4-bit activations train best from MSE-searched ranges, although
-      // they are the worse PTQ start (docs/calibration.md, section 7).
-      std::printf("== 3. recalibrate the %s activations with the MSE search, the start for QAT\n", bits.c_str());
-      sim_args.activation_analyzer = "mse";
-      sim = make_calibrated_sim(load_model(model_args, train_loader.dataset(), 0), sim_args, calibration);
-    }
     std::printf("== 3. QAT %s with range learning, %ld epoch(s)\n", bits.c_str(), static_cast<long>(qat_epochs));
     QatArgs qat_args;
     qat_args.range_learning = true;
