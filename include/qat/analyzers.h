@@ -42,7 +42,8 @@ class EncodingAnalyzer {
 
  protected:
   // The batch as a contiguous [C, N] tensor, float32 for float32 input and
-  // float64 otherwise: channel axis moved to the front, C = 1 per-tensor. Checks the channel count against earlier batches.
+  // float64 otherwise: channel axis moved to the front, C = 1 per-tensor.
+  // Checks the channel count against earlier batches.
   torch::Tensor to_rows(const torch::Tensor& x);
   // Throws std::logic_error unless update() has been called.
   void require_update() const;

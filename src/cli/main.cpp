@@ -7,10 +7,10 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
-#include <stdexcept>
-#include <string>
 #include <map>
 #include <optional>
+#include <stdexcept>
+#include <string>
 
 namespace {
 
@@ -74,7 +74,6 @@ void add_sim_options(CLI::App* cmd, SimArgs& args) {
   cmd->add_option("--adaround-iters", args.adaround_iterations, "AdaRound: optimisation steps per layer")
       ->capture_default_str();
 }
-
 
 void add_train_options(CLI::App* cmd, qat::TrainOptions& options) {
   cmd->add_option("--epochs", options.epochs, "epochs")->capture_default_str()->check(at_least(1));

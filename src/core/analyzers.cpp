@@ -26,8 +26,8 @@ std::string axis_name(std::optional<int64_t> axis) {
 // Per-row min and max over finite elements, as float64; +inf / -inf for a
 // row without any, which leaves running minima and maxima unchanged. The
 // finite filter (three more passes) runs only when plain amin/amax met NaN
-// or inf. (amin + amax, not aminmax: ATen's aminmax along a dim is ~25x
-// slower on CPU.)
+// or inf. (amin + amax, not aminmax: ATen 1.13's aminmax along a dim is
+// much slower on CPU.)
 std::pair<Tensor, Tensor> finite_min_max(const Tensor& rows) {
   const double inf = std::numeric_limits<double>::infinity();
   if (rows.size(1) == 0) {

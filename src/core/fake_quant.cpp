@@ -324,6 +324,13 @@ Tensor forward_impl(const Tensor& x_in, const Tensor& scale, const Tensor& zero_
   return y;
 }
 
+// The grid both autograd functions below keep for backward.
+void save_grid(AutogradContext* ctx, int64_t qmin, int64_t qmax, int64_t axis) {
+  ctx->saved_data["qmin"] = qmin;
+  ctx->saved_data["qmax"] = qmax;
+  ctx->saved_data["axis"] = axis;
+}
+
 // Straight-through estimator with the encoding held constant. The forward
 // saves a one-byte mask instead of x: backward is one masked multiply, and
 // it keeps a quarter of x's memory alive instead of x itself.
@@ -331,14 +338,11 @@ class FrozenQuantSte : public torch::autograd::Function<FrozenQuantSte> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& scale, const Tensor& zero_point,
                         int64_t qmin, int64_t qmax, int64_t axis, bool codes) {
-    check_input(x);
     const Tensor mask = torch::empty(x.sizes(), torch::TensorOptions().dtype(torch::kByte));
     const Output output = codes ? Output::kCodes : Output::kFakeQuant;
     Tensor y = forward_impl(x, scale, zero_point, qmin, qmax, axis, output, mask);
     ctx->save_for_backward({mask, scale, zero_point});
-    ctx->saved_data["qmin"] = qmin;
-    ctx->saved_data["qmax"] = qmax;
-    ctx->saved_data["axis"] = axis;
+    save_grid(ctx, qmin, qmax, axis);
     ctx->saved_data["codes"] = codes;
     return y;
   }
@@ -373,9 +377,7 @@ class FakeQuantLsq : public torch::autograd::Function<FakeQuantLsq> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& scale, const Tensor& zero_point,
                         int64_t qmin, int64_t qmax, int64_t axis, double grad_factor) {
     ctx->save_for_backward({x, scale, zero_point});
-    ctx->saved_data["qmin"] = qmin;
-    ctx->saved_data["qmax"] = qmax;
-    ctx->saved_data["axis"] = axis;
+    save_grid(ctx, qmin, qmax, axis);
     ctx->saved_data["grad_factor"] = grad_factor;
     return forward_impl(x, scale, zero_point, qmin, qmax, axis, Output::kFakeQuant);
   }
