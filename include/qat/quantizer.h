@@ -48,6 +48,13 @@ class Quantizer : public torch::nn::Module {
   // nothing was.
   void finish_calibration();
 
+  // Whether forward() fake-quantizes now: calibrated, enabled, not calibrating.
+  bool quantizing() const { return !analyzer_ && enabled_ && has_encoding(); }
+  // The scale and zero point forward() applies, shape [] (per-tensor) or
+  // [C], differentiable with range learning.
+  torch::Tensor applied_scale() const;
+  torch::Tensor applied_zero_point() const;
+
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
@@ -63,5 +70,10 @@ class Quantizer : public torch::nn::Module {
   bool enabled_ = true;
   bool trainable_ = false;
 };
+
+// The op a quantizing Quantizer applies, given its applied scale and zero
+// point: the LSQ op when `learnable`, the straight-through one otherwise.
+torch::Tensor apply_fake_quant(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zero_point,
+                               const QuantSpec& spec, bool learnable);
 
 }  // namespace qat

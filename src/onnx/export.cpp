@@ -271,7 +271,7 @@ class QdqWriter {
     const FoldedConv folded = fold_conv_bn(m_, node);
     Node conv = node;
     conv.op_type = "Conv";
-    for (const char* key : {"epsilon", "momentum", "frozen", "weight_quantizer"}) conv.attributes.erase(key);
+    for (const char* key : {"epsilon", "momentum", "frozen", "weight_quantizer", "input_quantizer"}) conv.attributes.erase(key);
     conv.inputs = {renamed(node.inputs[0]), node.inputs[1], ""};
     if (node.has_attr("weight_quantizer")) {
       conv.inputs[1] = fresh(node.inputs[1] + ".quantized");

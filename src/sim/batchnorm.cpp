@@ -3,6 +3,7 @@
 #include "sim/batchnorm.h"
 
 #include "qat/quantizer.h"
+#include "sim/quantized_input_conv.h"
 #include "sim/unfold.h"
 
 #include <cmath>
@@ -66,9 +67,25 @@ Tensor input_or_zeros(const std::vector<Tensor>& in, size_t i, int64_t channels,
   return i < in.size() && in[i].defined() ? in[i] : torch::zeros({channels}, like.options());
 }
 
+// The training conv of a QatConvBn: plain, or recomputing its quantized
+// input in backward when linked to the input's quantizer.
+Tensor training_conv(const OpContext& ctx, const std::vector<Tensor>& in, const Tensor& weight) {
+  const Node& node = ctx.node;
+  if (node.has_attr(kInputQuantizerAttr)) {
+    const auto& quantizer = static_cast<Quantizer&>(ctx.module.attachment(node.attr_string(kInputQuantizerAttr)));
+    if (recomputes_input(ctx, quantizer)) {
+      const auto geometry = static_conv_geometry(node, weight.sizes().slice(2).vec());
+      return quantized_input_conv(in.at(kFloatInputIndex), in[0], weight, quantizer, geometry.value());
+    }
+  }
+  return (*find_op("Conv"))(ctx, {in[0], weight})[0];
+}
+
 // QatConvBn: inputs x, W, B (optional), gamma, beta, running mean, running
-// var; Conv's attributes plus epsilon, momentum (ONNX convention),
-// weight_quantizer (attachment name, optional) and frozen (0/1).
+// var, and x's float input when linked (quantized_input_conv.h); Conv's
+// attributes plus epsilon, momentum (ONNX convention), weight_quantizer
+// (attachment name, optional), input_quantizer (when linked) and frozen
+// (0/1).
 std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tensor>& in) {
   const Node& node = ctx.node;
   const double eps = node.attr_float("epsilon", 1e-5);
@@ -81,14 +98,13 @@ std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tenso
   if (node.has_attr("weight_quantizer")) {
     folded = static_cast<Quantizer&>(ctx.module.attachment(node.attr_string("weight_quantizer"))).forward(folded);
   }
-  const OpKernel& conv = *find_op("Conv");
   if (!ctx.training) {
     // Eval: exactly the statically folded conv, with quantized weights.
-    return conv(ctx, {in[0], folded, fold.bias});
+    return (*find_op("Conv"))(ctx, {in[0], folded, fold.bias});
   }
   // Training (torch.ao's ConvBn): undo the fold on the output so that BN
   // sees the unfolded conv's statistics, then normalise.
-  const Tensor y = unfold_conv_output(conv(ctx, {in[0], folded})[0], factor, bias);
+  const Tensor y = unfold_conv_output(training_conv(ctx, in, folded), factor, bias);
   const bool frozen = node.attr_int("frozen", 0) != 0;
   // ONNX momentum weighs the old statistic; torch's weighs the new one.
   const double momentum = 1.0 - node.attr_float("momentum", 0.9);

@@ -74,17 +74,28 @@ void Quantizer::finish_calibration() {
   set_encoding(encoding);
 }
 
+torch::Tensor Quantizer::applied_scale() const {
+  // Per-tensor parameters are stored as [1]; the ops want [] or [C].
+  return spec_.channel_axis ? effective_scale() : effective_scale().reshape({});
+}
+
+torch::Tensor Quantizer::applied_zero_point() const {
+  return spec_.channel_axis ? zero_point_ : zero_point_.reshape({});
+}
+
 torch::Tensor Quantizer::forward(const torch::Tensor& x) {
   if (analyzer_) {
     analyzer_->update(x.detach());
     return x;
   }
   if (!enabled_ || !has_encoding()) return x;
-  // Per-tensor parameters are stored as [1]; the ops want [] or [C].
-  const torch::Tensor scale = spec_.channel_axis ? effective_scale() : effective_scale().reshape({});
-  const torch::Tensor zero_point = spec_.channel_axis ? zero_point_ : zero_point_.reshape({});
-  if (trainable_) return fake_quantize_learnable(x, scale, zero_point, spec_, lsq_grad_factor(x, spec_));
-  return fake_quantize(x, Encoding{spec_, scale, zero_point});
+  return apply_fake_quant(x, applied_scale(), applied_zero_point(), spec_, trainable_);
+}
+
+torch::Tensor apply_fake_quant(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zero_point,
+                               const QuantSpec& spec, bool learnable) {
+  if (learnable) return fake_quantize_learnable(x, scale, zero_point, spec, lsq_grad_factor(x, spec));
+  return fake_quantize(x, Encoding{spec, scale, zero_point});
 }
 
 }  // namespace qat

@@ -1,6 +1,7 @@
 #include "qat/quantsim.h"
 
 #include "sim/batchnorm.h"
+#include "sim/quantized_input_conv.h"
 
 #include <nlohmann/json.hpp>
 
@@ -99,6 +100,9 @@ std::map<std::string, torch::ScalarType> probe_dtypes(GraphModule& m, const std:
 void register_fake_quant_op() {
   register_op(kFakeQuantOp, [](const OpContext& ctx, const std::vector<Tensor>& in) {
     auto& quantizer = static_cast<Quantizer&>(ctx.module.attachment(ctx.node.attr_string("quantizer")));
+    // Readers that differentiate through x themselves need no history here.
+    const bool readers_recompute = ctx.node.attr_int(kReadersRecomputeAttr, 0) && recomputes_input(ctx, quantizer);
+    torch::AutoGradMode grad_mode(torch::GradMode::is_enabled() && !readers_recompute);
     return std::vector<Tensor>{quantizer.forward(in.at(0))};
   });
 }
@@ -282,6 +286,7 @@ QuantSim::QuantSim(std::shared_ptr<GraphModule> model, QuantSimOptions options, 
     simulate_batchnorms(*model_);
   }
   quantizers_ = Placement(*model_, options_, probe_dtypes(*model_, input_shape)).run();
+  link_quantized_conv_inputs(*model_);
 }
 
 Quantizer& QuantSim::quantizer(const std::string& name) {

@@ -1,0 +1,132 @@
+#include "sim/quantized_input_conv.h"
+
+#include "qat/quantsim.h"
+#include "qat/zoo.h"
+#include "sim/batchnorm.h"
+#include "sim_options.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace qat {
+namespace {
+
+using torch::Tensor;
+
+std::unique_ptr<QuantSim> calibrated_sim(const std::string& model, int bits, const Tensor& batch) {
+  ZooOptions o;
+  o.seed = 3;
+  auto sim = std::make_unique<QuantSim>(make_model(model, o), sim_options(bits, bits),
+                                        std::vector<int64_t>{1, 1, 28, 28});
+  sim->compute_encodings([&](GraphModule& m) { m.forward(batch); });
+  return sim;
+}
+
+// The graph as it was before link_quantized_conv_inputs.
+void unlink(GraphModule& m) {
+  for (Node& node : m.mutable_graph().nodes) {
+    if (node.attributes.erase(kInputQuantizerAttr)) node.inputs.resize(kFloatInputIndex);
+    node.attributes.erase(kReadersRecomputeAttr);
+  }
+}
+
+// Logits and every gradient of one training step's loss.
+std::map<std::string, Tensor> step_gradients(QuantSim& sim, const Tensor& batch, const Tensor& loss_weights) {
+  GraphModule& m = sim.model();
+  m.train();
+  for (auto& p : m.parameters()) p.mutable_grad() = Tensor();
+  const Tensor logits = m.forward(batch);
+  (logits * loss_weights).sum().backward();
+  std::map<std::string, Tensor> result{{"logits", logits.detach()}};
+  for (const auto& item : m.named_parameters()) {
+    if (item.value().grad().defined()) result[item.key()] = item.value().grad().clone();
+  }
+  return result;
+}
+
+void expect_same_gradients(const std::string& model, int bits, bool range_learning) {
+  torch::manual_seed(0);
+  const Tensor batch = torch::randn({6, 1, 28, 28});
+  const Tensor loss_weights = torch::randn({6, 10});
+  auto linked = calibrated_sim(model, bits, batch);
+  auto unlinked = calibrated_sim(model, bits, batch);
+  unlink(unlinked->model());
+  linked->set_range_learning(range_learning, range_learning);
+  unlinked->set_range_learning(range_learning, range_learning);
+  const auto got = step_gradients(*linked, batch, loss_weights);
+  const auto want = step_gradients(*unlinked, batch, loss_weights);
+  ASSERT_EQ(got.size(), want.size());
+  size_t encoding_grads = 0;
+  for (const auto& [name, value] : want) {
+    ASSERT_TRUE(got.count(name)) << name;
+    const bool encoding = name.find("scale") != std::string::npos || name.find("zero_point") != std::string::npos;
+    encoding_grads += encoding;
+    if (range_learning && encoding) {
+      // A scale's gradient is a sum over the tensor; the linked conv's part
+      // of it is summed separately from the other readers' part.
+      EXPECT_TRUE(torch::allclose(got.at(name), value, 1e-4, 1e-6)) << name;
+    } else {
+      EXPECT_TRUE(torch::equal(got.at(name), value)) << name << " differs by "
+                                                     << (got.at(name) - value).abs().max().item<double>();
+    }
+  }
+  EXPECT_EQ(encoding_grads > 0, range_learning);
+}
+
+TEST(QuantizedInputConv, LinksEveryConvReadingAnActivationQuantizer) {
+  auto sim = calibrated_sim("resnet8", 8, torch::randn({2, 1, 28, 28}));
+  const Graph& g = sim->model().graph();
+  size_t linked = 0, recomputed = 0;
+  for (const Node& node : g.nodes) {
+    if (node.op_type == kConvBnOp) {
+      const Node* producer = g.producer(node.inputs[0]);
+      const bool reads_quantizer = producer && producer->op_type == "QatFakeQuant";
+      EXPECT_EQ(node.has_attr(kInputQuantizerAttr), reads_quantizer) << node.name;
+      if (reads_quantizer) {
+        EXPECT_EQ(node.attr_string(kInputQuantizerAttr), producer->attr_string("quantizer"));
+        EXPECT_EQ(node.inputs.at(kFloatInputIndex), producer->inputs[0]);
+      }
+      linked += reads_quantizer;
+    }
+    if (node.has_attr(kReadersRecomputeAttr)) {
+      ++recomputed;
+      for (size_t reader : g.consumers(node.outputs[0])) EXPECT_EQ(g.nodes[reader].op_type, kConvBnOp);
+    }
+  }
+  // ResNet-8: the stem, two convs per block and two downsampling convs.
+  EXPECT_EQ(linked, 9u);
+  // Read by convs alone: the model input, each block's inner activation,
+  // and the inputs of the two downsampling blocks (conv and shortcut conv);
+  // the first block's input is read by its residual Add too.
+  EXPECT_EQ(recomputed, 6u);
+}
+
+TEST(QuantizedInputConv, ResNetGradientsEqualTheUnlinkedSim) { expect_same_gradients("resnet8", 4, false); }
+
+TEST(QuantizedInputConv, ResNetRangeLearningGradientsMatchTheUnlinkedSim) {
+  expect_same_gradients("resnet8", 4, true);
+}
+
+// Depthwise convolutions (groups) and ReLU6 activations.
+TEST(QuantizedInputConv, MobileNetGradientsEqualTheUnlinkedSim) {
+  expect_same_gradients("mobilenet_v2_x0_5", 8, false);
+}
+
+TEST(QuantizedInputConv, NoLinkWhenPaddingDependsOnTheInput) {
+  Node conv;
+  conv.attributes["auto_pad"] = std::string("SAME_UPPER");
+  EXPECT_FALSE(static_conv_geometry(conv, {3, 3}));
+  conv.attributes["auto_pad"] = std::string("NOTSET");
+  conv.attributes["pads"] = std::vector<int64_t>{1, 0, 1, 1};  // asymmetric on the second axis
+  EXPECT_FALSE(static_conv_geometry(conv, {3, 3}));
+  conv.attributes["pads"] = std::vector<int64_t>{1, 2, 1, 2};
+  conv.attributes["strides"] = std::vector<int64_t>{2, 1};
+  const auto g = static_conv_geometry(conv, {3, 5});
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->padding, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(g->strides, (std::vector<int64_t>{2, 1}));
+  EXPECT_EQ(g->dilations, (std::vector<int64_t>{1, 1}));
+}
+
+}  // namespace
+}  // namespace qat
