@@ -25,6 +25,9 @@
 // encodings learn, activation encodings fixed: `qat qat` without
 // --range-learning), qat_rl (all encodings learn, LSQ), bnsim (the sim with
 // every quantizer disabled: BN simulated-fold and the graph rewrite alone).
+// Tensors come from qat's caching CPU allocator, as in the qat CLI
+// (include/qat/cpu_memory.h); --system-allocator measures glibc's malloc.
+#include "qat/cpu_memory.h"
 #include "qat/data.h"
 #include "qat/quantsim.h"
 #include "qat/threads.h"
@@ -83,6 +86,7 @@ struct Options {
   int threads = 2;
   int64_t rss_repeats = 3;  // RSS varies by tens of MiB between identical runs
   bool profile = false;
+  bool system_allocator = false;  // glibc's malloc instead of qat's caching allocator
 };
 
 struct Batches {
@@ -261,6 +265,7 @@ double child_peak_rss_mib(const Options& o, const std::string& model, const std:
                                 std::to_string(o.threads), "--batch",
                                 std::to_string(o.batch),  "--calibration-batches",
                                 std::to_string(o.calibration_batches)};
+  if (o.system_allocator) args.push_back("--system-allocator");
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -532,9 +537,12 @@ int main(int argc, char** argv) {
   app.add_option("--rss-repeats", o.rss_repeats, "child processes per variant for peak RSS (0: none)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--profile", o.profile, "profile --model's variants instead of timing them");
+  app.add_flag("--system-allocator", o.system_allocator,
+               "tensors from glibc's malloc, as LibTorch does by default (qat installs its caching allocator)");
   CLI11_PARSE(app, argc, argv);
   try {
     qat::configure_threads(o.threads);
+    if (!o.system_allocator) qat::install_caching_cpu_allocator();
     if (!o.variant.empty()) return qat::run_single(o, model.empty() ? o.models.at(0) : model);
     if (o.profile) return qat::run_profile(o, model.empty() ? o.models.at(0) : model);
     std::vector<qat::ModelResult> results(o.models.size());

@@ -1,6 +1,7 @@
 // The qat command line: argument parsing only; the stages live in
 // pipeline.cpp.
 #include "cli/pipeline.h"
+#include "qat/cpu_memory.h"
 #include "qat/progress.h"
 #include "qat/threads.h"
 
@@ -200,6 +201,7 @@ int main(int argc, char** argv) {
   try {
     const int used = qat::configure_threads(threads);
     std::cerr << "qat: " << used << " threads\n";
+    qat::install_caching_cpu_allocator();  // QAT's peak RSS near its tensors' peak (qat/cpu_memory.h)
     qat::set_progress_bars_enabled(progress && train_options.progress && qat_args.train.progress);
     if (demo->parsed()) return qat::cli::run_demo_command(demo_dir, demo_fp32_epochs, demo_qat_epochs, demo_steps);
     if (train->parsed()) {
