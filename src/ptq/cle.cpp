@@ -96,13 +96,13 @@ Tensor along(const Tensor& v, int64_t dim, int64_t axis) {
 }
 
 // B's input-channel axis in its weight: 1, or 0 for a depthwise conv.
-int64_t input_axis(const GraphModule& m, const Node& b) { return b.attr_int("group", 1) == 1 ? 1 : 0; }
+int64_t input_axis(const Node& b) { return b.attr_int("group", 1) == 1 ? 1 : 0; }
 
 void equalize(GraphModule& m, const Pair& pair, std::map<std::string, ChannelStats>& stats) {
   const Node& a = node_named(m, pair.a);
   const Node& b = node_named(m, pair.b);
   Tensor wa = m.initializer(a.inputs[1]), wb = m.initializer(b.inputs[1]);
-  const int64_t axis = input_axis(m, b);
+  const int64_t axis = input_axis(b);
   const Tensor r1 = channel_range(wa, 0), r2 = channel_range(wb, axis);
   // Dead channels (a zero range) keep their scale.
   const Tensor s = torch::where((r1 > 0) & (r2 > 0), torch::sqrt(r1 / r2), torch::ones_like(r1));
@@ -124,7 +124,7 @@ bool absorb_high_bias(GraphModule& m, const Pair& pair, const ChannelStats& stat
   const Tensor c = torch::clamp_min(stats.mean - 3.0 * stats.spread, 0.0);
   if (!(c > 0).any().item<bool>()) return false;
   const Tensor wb = m.initializer(b.inputs[1]);
-  const int64_t axis = input_axis(m, b);
+  const int64_t axis = input_axis(b);
   // Per output channel o of B: sum over its input channels i and kernel of W_B[o, i] c_i.
   const Tensor shift = axis == 1 ? (wb * along(c, wb.dim(), 1)).flatten(1).sum(1) : wb.flatten(1).sum(1) * c;
   m.initializer(a.inputs[2]).sub_(c);
