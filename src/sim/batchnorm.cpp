@@ -3,7 +3,7 @@
 #include "sim/batchnorm.h"
 
 #include "qat/quantizer.h"
-#include "sim/quantized_input_conv.h"
+#include "sim/recomputing_conv.h"
 #include "sim/unfold.h"
 
 #include <cmath>
@@ -67,22 +67,44 @@ Tensor input_or_zeros(const std::vector<Tensor>& in, size_t i, int64_t channels,
   return i < in.size() && in[i].defined() ? in[i] : torch::zeros({channels}, like.options());
 }
 
-// The training conv of a QatConvBn: plain, or recomputing its quantized
-// input in backward when linked to the input's quantizer.
-Tensor training_conv(const OpContext& ctx, const std::vector<Tensor>& in, const Tensor& weight) {
+Quantizer* quantizer_named(const OpContext& ctx, const char* attribute) {
+  if (!ctx.node.has_attr(attribute)) return nullptr;
+  return &static_cast<Quantizer&>(ctx.module.attachment(ctx.node.attr_string(attribute)));
+}
+
+// An operand the training conv recomputes from `source` in backward, or a
+// plain one (the quantizer's output with its autograd history).
+ConvOperand operand(const OpContext& ctx, const Tensor& source, const Tensor& quantized, Quantizer* quantizer) {
+  if (quantizer && recomputes(ctx, *quantizer)) return {source, quantized, quantizer};
+  return {quantized, quantized, nullptr};
+}
+
+// The training conv of a QatConvBn on its (linked) input and its folded
+// weight, quantized by the weight quantizer.
+Tensor training_conv(const OpContext& ctx, const std::vector<Tensor>& in, const Tensor& folded,
+                     Quantizer* weight_quantizer) {
   const Node& node = ctx.node;
-  if (node.has_attr(kInputQuantizerAttr)) {
-    const auto& quantizer = static_cast<Quantizer&>(ctx.module.attachment(node.attr_string(kInputQuantizerAttr)));
-    if (recomputes_input(ctx, quantizer)) {
-      const auto geometry = static_conv_geometry(node, weight.sizes().slice(2).vec());
-      return quantized_input_conv(in.at(kFloatInputIndex), in[0], weight, quantizer, geometry.value());
-    }
+  const auto geometry = static_conv_geometry(node, folded.sizes().slice(2).vec());
+  Quantizer* input_quantizer = quantizer_named(ctx, kInputQuantizerAttr);
+  if (!geometry) {
+    const Tensor weight = weight_quantizer ? weight_quantizer->forward(folded) : folded;
+    return (*find_op("Conv"))(ctx, {in[0], weight})[0];
   }
-  return (*find_op("Conv"))(ctx, {in[0], weight})[0];
+  const ConvOperand input =
+      input_quantizer ? operand(ctx, in.at(kFloatInputIndex), in[0], input_quantizer) : ConvOperand{in[0], in[0]};
+  ConvOperand weight{folded, folded, nullptr};
+  if (weight_quantizer && recomputes(ctx, *weight_quantizer)) {
+    torch::NoGradGuard no_grad;  // backward recomputes it
+    weight = {folded, weight_quantizer->forward(folded), weight_quantizer};
+  } else if (weight_quantizer) {
+    const Tensor quantized = weight_quantizer->forward(folded);
+    weight = {quantized, quantized, nullptr};
+  }
+  return recomputing_conv(input, weight, *geometry);
 }
 
 // QatConvBn: inputs x, W, B (optional), gamma, beta, running mean, running
-// var, and x's float input when linked (quantized_input_conv.h); Conv's
+// var, and x's float input when linked (recomputing_conv.h); Conv's
 // attributes plus epsilon, momentum (ONNX convention), weight_quantizer
 // (attachment name, optional), input_quantizer (when linked) and frozen
 // (0/1).
@@ -94,17 +116,15 @@ std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tenso
   const Tensor bias = input_or_zeros(in, 2, w.size(0), w);
   const FoldedConvBn fold = fold_conv_bn(w, bias, gamma, beta, mean, var, eps);
   const Tensor& factor = fold.factor;
-  Tensor folded = fold.weight;
-  if (node.has_attr("weight_quantizer")) {
-    folded = static_cast<Quantizer&>(ctx.module.attachment(node.attr_string("weight_quantizer"))).forward(folded);
-  }
+  Quantizer* weight_quantizer = quantizer_named(ctx, "weight_quantizer");
   if (!ctx.training) {
     // Eval: exactly the statically folded conv, with quantized weights.
-    return (*find_op("Conv"))(ctx, {in[0], folded, fold.bias});
+    const Tensor weight = weight_quantizer ? weight_quantizer->forward(fold.weight) : fold.weight;
+    return (*find_op("Conv"))(ctx, {in[0], weight, fold.bias});
   }
   // Training (torch.ao's ConvBn): undo the fold on the output so that BN
   // sees the unfolded conv's statistics, then normalise.
-  const Tensor y = unfold_conv_output(training_conv(ctx, in, folded), factor, bias);
+  const Tensor y = unfold_conv_output(training_conv(ctx, in, fold.weight, weight_quantizer), factor, bias);
   const bool frozen = node.attr_int("frozen", 0) != 0;
   // ONNX momentum weighs the old statistic; torch's weighs the new one.
   const double momentum = 1.0 - node.attr_float("momentum", 0.9);

@@ -1,7 +1,7 @@
 #include "qat/quantsim.h"
 
 #include "sim/batchnorm.h"
-#include "sim/quantized_input_conv.h"
+#include "sim/recomputing_conv.h"
 
 #include <nlohmann/json.hpp>
 
@@ -101,7 +101,7 @@ void register_fake_quant_op() {
   register_op(kFakeQuantOp, [](const OpContext& ctx, const std::vector<Tensor>& in) {
     auto& quantizer = static_cast<Quantizer&>(ctx.module.attachment(ctx.node.attr_string("quantizer")));
     // Readers that differentiate through x themselves need no history here.
-    const bool readers_recompute = ctx.node.attr_int(kReadersRecomputeAttr, 0) && recomputes_input(ctx, quantizer);
+    const bool readers_recompute = ctx.node.attr_int(kReadersRecomputeAttr, 0) && recomputes(ctx, quantizer);
     torch::AutoGradMode grad_mode(torch::GradMode::is_enabled() && !readers_recompute);
     return std::vector<Tensor>{quantizer.forward(in.at(0))};
   });

@@ -1,8 +1,10 @@
-#include "sim/quantized_input_conv.h"
+#include "sim/recomputing_conv.h"
 
+#include "qat/builder.h"
 #include "qat/quantsim.h"
 #include "qat/zoo.h"
 #include "sim/batchnorm.h"
+#include "sim/unfold.h"
 #include "sim_options.h"
 
 #include <gtest/gtest.h>
@@ -55,6 +57,9 @@ void expect_same_gradients(const std::string& model, int bits, bool range_learni
   unlinked->set_range_learning(range_learning, range_learning);
   const auto got = step_gradients(*linked, batch, loss_weights);
   const auto want = step_gradients(*unlinked, batch, loss_weights);
+  size_t trainable = 0;
+  for (const auto& p : unlinked->model().parameters()) trainable += p.requires_grad();
+  EXPECT_EQ(want.size(), trainable + 1);  // and the logits
   ASSERT_EQ(got.size(), want.size());
   size_t encoding_grads = 0;
   for (const auto& [name, value] : want) {
@@ -73,7 +78,88 @@ void expect_same_gradients(const std::string& model, int bits, bool range_learni
   EXPECT_EQ(encoding_grads > 0, range_learning);
 }
 
-TEST(QuantizedInputConv, LinksEveryConvReadingAnActivationQuantizer) {
+Quantizer* quantizer_reading(QuantSim& sim, const std::string& value) {
+  for (const Node& node : sim.model().graph().nodes) {
+    if (node.op_type == "QatFakeQuant" && node.inputs[0] == value) return &sim.quantizer(node.attr_string("quantizer"));
+  }
+  return nullptr;
+}
+
+// Two Conv+BN layers through the sim, against the same computation written
+// with plain ops: the quantizers' own forward, torch::conv2d (ATen's conv
+// backward) and the sim's unfold and fold helpers.
+void expect_plain_op_gradients(bool range_learning) {
+  GraphBuilder b(5);
+  std::string x = b.input("image", {-1, 2, 9, 9});
+  x = b.relu(b.batch_norm(b.conv(x, "conv1", 6, 3), "bn1"));
+  b.output(b.batch_norm(b.conv(x, "conv2", 4, 3, /*stride=*/2), "bn2"));
+  const auto model = b.build();
+  torch::manual_seed(1);
+  {
+    torch::NoGradGuard no_grad;
+    for (const std::string bn : {"bn1", "bn2"}) {
+      const int64_t c = model->initializer(bn + ".weight").size(0);
+      model->initializer(bn + ".weight").copy_(torch::rand({c}) + 0.5);
+      model->initializer(bn + ".bias").copy_(torch::randn({c}) * 0.1);
+      model->initializer(bn + ".running_mean").copy_(torch::randn({c}) * 0.1);
+      model->initializer(bn + ".running_var").copy_(torch::rand({c}) + 0.5);
+    }
+  }
+  const Tensor batch = torch::randn({5, 2, 9, 9});
+  const Tensor loss_weights = torch::randn({5, 4, 5, 5});
+  QuantSim sim(model, sim_options(4, 4), {1, 2, 9, 9});
+  sim.compute_encodings([&](GraphModule& m) { m.forward(batch); });
+  sim.freeze_batchnorm_stats(true);  // running statistics stay put, so both passes see the same
+  sim.set_range_learning(true, range_learning);
+  GraphModule& m = sim.model();
+  m.train();
+  const auto collect = [&] {
+    std::map<std::string, Tensor> grads;
+    for (auto& item : m.named_parameters()) {
+      if (item.value().grad().defined()) grads[item.key()] = item.value().grad().clone();
+      item.value().mutable_grad() = Tensor();
+    }
+    return grads;
+  };
+  (m.forward(batch) * loss_weights).sum().backward();
+  const auto got = collect();
+
+  const auto layer = [&](const Tensor& in, const std::string& conv, const std::string& bn, int64_t stride) {
+    const Tensor w = m.initializer(conv + ".weight");
+    const Tensor gamma = m.initializer(bn + ".weight"), beta = m.initializer(bn + ".bias");
+    const Tensor mean = m.initializer(bn + ".running_mean"), var = m.initializer(bn + ".running_var");
+    const Tensor zeros = torch::zeros({w.size(0)});
+    const FoldedConvBn fold = fold_conv_bn(w, zeros, gamma, beta, mean, var, 1e-5);
+    const Tensor weight = sim.quantizer(conv + ".weight_quantizer").forward(fold.weight);
+    const Tensor c = torch::conv2d(in, weight, {}, stride, 1);
+    return torch::batch_norm(unfold_conv_output(c, fold.factor, zeros), gamma, beta, mean, var, false, 0.1, 1e-5,
+                             false);
+  };
+  const auto quantized = [&](const Tensor& t, const std::string& value) {
+    Quantizer* q = quantizer_reading(sim, value);
+    return q ? q->forward(t) : t;
+  };
+  const Tensor hidden = torch::relu(layer(quantized(batch, "image"), "conv1", "bn1", 1));
+  const std::string relu_out = m.graph().nodes[m.graph().consumers("bn1.out").at(0)].outputs[0];
+  const Tensor out = quantized(layer(quantized(hidden, relu_out), "conv2", "bn2", 2), "bn2.out");
+  (out * loss_weights).sum().backward();
+  const auto want = collect();
+  size_t trainable = 0;
+  for (const auto& p : m.parameters()) trainable += p.requires_grad();
+  EXPECT_EQ(want.size(), trainable);
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [name, value] : want) {
+    ASSERT_TRUE(got.count(name)) << name;
+    EXPECT_TRUE(torch::equal(got.at(name), value)) << name << " differs by "
+                                                   << (got.at(name) - value).abs().max().item<double>();
+  }
+}
+
+TEST(RecomputingConv, GradientsEqualPlainOps) { expect_plain_op_gradients(false); }
+
+TEST(RecomputingConv, RangeLearningGradientsEqualPlainOps) { expect_plain_op_gradients(true); }
+
+TEST(RecomputingConv, LinksEveryConvReadingAnActivationQuantizer) {
   auto sim = calibrated_sim("resnet8", 8, torch::randn({2, 1, 28, 28}));
   const Graph& g = sim->model().graph();
   size_t linked = 0, recomputed = 0;
@@ -101,18 +187,18 @@ TEST(QuantizedInputConv, LinksEveryConvReadingAnActivationQuantizer) {
   EXPECT_EQ(recomputed, 6u);
 }
 
-TEST(QuantizedInputConv, ResNetGradientsEqualTheUnlinkedSim) { expect_same_gradients("resnet8", 4, false); }
+TEST(RecomputingConv, ResNetGradientsEqualTheUnlinkedSim) { expect_same_gradients("resnet8", 4, false); }
 
-TEST(QuantizedInputConv, ResNetRangeLearningGradientsMatchTheUnlinkedSim) {
+TEST(RecomputingConv, ResNetRangeLearningGradientsMatchTheUnlinkedSim) {
   expect_same_gradients("resnet8", 4, true);
 }
 
 // Depthwise convolutions (groups) and ReLU6 activations.
-TEST(QuantizedInputConv, MobileNetGradientsEqualTheUnlinkedSim) {
+TEST(RecomputingConv, MobileNetGradientsEqualTheUnlinkedSim) {
   expect_same_gradients("mobilenet_v2_x0_5", 8, false);
 }
 
-TEST(QuantizedInputConv, NoLinkWhenPaddingDependsOnTheInput) {
+TEST(RecomputingConv, NoLinkWhenPaddingDependsOnTheInput) {
   Node conv;
   conv.attributes["auto_pad"] = std::string("SAME_UPPER");
   EXPECT_FALSE(static_conv_geometry(conv, {3, 3}));

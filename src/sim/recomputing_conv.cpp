@@ -1,0 +1,214 @@
+#include "sim/recomputing_conv.h"
+
+#include "sim/batchnorm.h"
+
+#include <ATen/ops/convolution_backward.h>
+#include <torch/autograd.h>
+
+#include <algorithm>
+
+namespace qat {
+namespace {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+constexpr const char* kFakeQuantOp = "QatFakeQuant";
+
+// What backward needs to recompute one operand: its quantizer's spec and
+// whether the LSQ op applied. Stored under a per-operand key prefix.
+void save_operand(AutogradContext* ctx, const std::string& key, const ConvOperand& operand) {
+  ctx->saved_data[key + "quantized"] = operand.quantizer != nullptr;
+  if (!operand.quantizer) return;
+  const QuantSpec& spec = operand.quantizer->spec();
+  ctx->saved_data[key + "bitwidth"] = int64_t{spec.grid.bitwidth};
+  ctx->saved_data[key + "signed"] = spec.grid.is_signed;
+  ctx->saved_data[key + "narrow"] = spec.grid.narrow_range;
+  ctx->saved_data[key + "symmetric"] = spec.symmetric;
+  ctx->saved_data[key + "has_axis"] = spec.channel_axis.has_value();
+  ctx->saved_data[key + "axis"] = spec.channel_axis.value_or(0);
+  ctx->saved_data[key + "learnable"] = operand.quantizer->trainable();
+}
+
+QuantSpec saved_spec(AutogradContext* ctx, const std::string& key) {
+  QuantSpec spec;
+  spec.grid.bitwidth = static_cast<int>(ctx->saved_data[key + "bitwidth"].toInt());
+  spec.grid.is_signed = ctx->saved_data[key + "signed"].toBool();
+  spec.grid.narrow_range = ctx->saved_data[key + "narrow"].toBool();
+  spec.symmetric = ctx->saved_data[key + "symmetric"].toBool();
+  if (ctx->saved_data[key + "has_axis"].toBool()) spec.channel_axis = ctx->saved_data[key + "axis"].toInt();
+  return spec;
+}
+
+void save_geometry(AutogradContext* ctx, const ConvGeometry& g) {
+  ctx->saved_data["strides"] = g.strides;
+  ctx->saved_data["padding"] = g.padding;
+  ctx->saved_data["dilations"] = g.dilations;
+  ctx->saved_data["groups"] = g.groups;
+}
+
+ConvGeometry saved_geometry(AutogradContext* ctx) {
+  return {ctx->saved_data["strides"].toIntVector(), ctx->saved_data["padding"].toIntVector(),
+          ctx->saved_data["dilations"].toIntVector(), ctx->saved_data["groups"].toInt()};
+}
+
+Tensor convolve(const Tensor& input, const Tensor& weight, const ConvGeometry& g) {
+  return at::convolution(input, weight, Tensor(), g.strides, g.padding, g.dilations, /*transposed=*/false,
+                         std::vector<int64_t>(g.strides.size(), 0), g.groups);
+}
+
+// One operand rebuilt in backward: the value the conv saw, and the leaves
+// (source, scale, zero point) whose gradients backward returns.
+struct Rebuilt {
+  Tensor value;
+  std::vector<Tensor> leaves;  // source, scale, zero point; undefined when not wanted
+};
+
+Rebuilt rebuild(AutogradContext* ctx, const std::string& key, const Tensor& source, const Tensor& scale,
+                const Tensor& zero_point) {
+  if (!ctx->saved_data[key + "quantized"].toBool()) return {source, {}};
+  const bool learnable = ctx->saved_data[key + "learnable"].toBool();
+  Rebuilt r;
+  r.leaves = {source.detach().requires_grad_(source.requires_grad()),
+              scale.detach().requires_grad_(learnable && scale.requires_grad()),
+              zero_point.detach().requires_grad_(learnable && zero_point.requires_grad())};
+  torch::AutoGradMode enable_grad(true);
+  r.value = apply_fake_quant(r.leaves[0], r.leaves[1], r.leaves[2], saved_spec(ctx, key), learnable);
+  return r;
+}
+
+// Inputs: per operand (input, weight) its source, quantized value, scale and
+// zero point (the last three unused for a plain operand). Saves the sources,
+// scales and zero points; backward recomputes the quantized values.
+struct RecomputingConv : torch::autograd::Function<RecomputingConv> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& xq, const Tensor& x_scale,
+                        const Tensor& x_zero_point, const Tensor& w, const Tensor& wq, const Tensor& w_scale,
+                        const Tensor& w_zero_point, const ConvOperand& input, const ConvOperand& weight,
+                        const ConvGeometry& geometry) {
+    ctx->save_for_backward({x, x_scale, x_zero_point, w, w_scale, w_zero_point});
+    save_operand(ctx, "x.", input);
+    save_operand(ctx, "w.", weight);
+    save_geometry(ctx, geometry);
+    return convolve(xq, wq, geometry);
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Rebuilt x = rebuild(ctx, "x.", saved[0], saved[1], saved[2]);
+    const Rebuilt w = rebuild(ctx, "w.", saved[3], saved[4], saved[5]);
+    const ConvGeometry g = saved_geometry(ctx);
+    const bool x_wanted = saved[0].requires_grad() || (!x.leaves.empty() && (x.leaves[1].requires_grad() ||
+                                                                             x.leaves[2].requires_grad()));
+    const bool w_wanted = saved[3].requires_grad() || (!w.leaves.empty() && (w.leaves[1].requires_grad() ||
+                                                                             w.leaves[2].requires_grad()));
+    auto [grad_x, grad_w, grad_bias] = at::convolution_backward(
+        grads[0], x.value.detach(), w.value.detach(), c10::nullopt, g.strides, g.padding, g.dilations,
+        /*transposed=*/false, std::vector<int64_t>(g.strides.size(), 0), g.groups, {x_wanted, w_wanted, false});
+    // Through the recomputed quantizers, in one backward pass.
+    std::vector<Tensor> outputs, output_grads, wanted;
+    for (const auto& [rebuilt, grad] : {std::pair<const Rebuilt&, const Tensor&>{x, grad_x}, {w, grad_w}}) {
+      if (rebuilt.leaves.empty() || !grad.defined()) continue;
+      outputs.push_back(rebuilt.value);
+      output_grads.push_back(grad);
+      for (const auto& leaf : rebuilt.leaves) {
+        if (leaf.requires_grad()) wanted.push_back(leaf);
+      }
+    }
+    const auto got = wanted.empty() ? std::vector<Tensor>{}
+                                    : torch::autograd::grad(outputs, wanted, output_grads, /*retain_graph=*/false,
+                                                            /*create_graph=*/false, /*allow_unused=*/true);
+    size_t next = 0;
+    auto leaf_grads = [&](const Rebuilt& rebuilt, const Tensor& plain_grad) {
+      std::vector<Tensor> result(3);
+      if (rebuilt.leaves.empty()) {
+        result[0] = plain_grad;
+        return result;
+      }
+      for (size_t i = 0; i < 3; ++i) {
+        if (rebuilt.leaves[i].requires_grad()) result[i] = got[next++];
+      }
+      return result;
+    };
+    const auto gx = leaf_grads(x, grad_x);
+    const auto gw = leaf_grads(w, grad_w);
+    // One gradient per forward argument: none for the quantized values,
+    // whose history the caller dropped, nor for the non-tensor arguments.
+    return {gx[0], Tensor(), gx[1], gx[2], gw[0], Tensor(), gw[1], gw[2], Tensor(), Tensor(), Tensor()};
+  }
+};
+
+bool is_linkable_reader(const Node& node, const std::string& value) {
+  if (node.op_type != kConvBnOp || node.inputs.empty() || node.inputs[0] != value) return false;
+  return std::count(node.inputs.begin(), node.inputs.end(), value) == 1;
+}
+
+std::optional<ConvGeometry> geometry_of(const GraphModule& m, const Node& conv) {
+  const Tensor weight = m.initializer(conv.inputs.at(1));
+  return static_conv_geometry(conv, weight.sizes().slice(2).vec());
+}
+
+}  // namespace
+
+std::optional<ConvGeometry> static_conv_geometry(const Node& node, const std::vector<int64_t>& kernel) {
+  const size_t rank = kernel.size();
+  const std::string auto_pad = node.attr_string("auto_pad", "NOTSET");
+  if (auto_pad != "NOTSET" && auto_pad != "VALID") return std::nullopt;
+  ConvGeometry g;
+  g.strides = node.has_attr("strides") ? node.attr_ints("strides") : std::vector<int64_t>(rank, 1);
+  g.dilations = node.has_attr("dilations") ? node.attr_ints("dilations") : std::vector<int64_t>(rank, 1);
+  g.groups = node.attr_int("group", 1);
+  g.padding.assign(rank, 0);
+  if (g.strides.size() != rank || g.dilations.size() != rank) return std::nullopt;
+  if (auto_pad == "NOTSET" && node.has_attr("pads")) {
+    const auto pads = node.attr_ints("pads");
+    if (pads.size() != 2 * rank) return std::nullopt;
+    for (size_t i = 0; i < rank; ++i) {
+      // Asymmetric or wider than the window: left to the Conv kernel, which
+      // pads by hand or rejects the attribute.
+      const int64_t extent = (kernel[i] - 1) * g.dilations[i] + 1;
+      if (pads[i] != pads[i + rank] || pads[i] < 0 || pads[i] > extent) return std::nullopt;
+      g.padding[i] = pads[i];
+    }
+  }
+  return g;
+}
+
+bool recomputes(const OpContext& ctx, const Quantizer& quantizer) {
+  return ctx.training && torch::GradMode::is_enabled() && quantizer.quantizing();
+}
+
+Tensor recomputing_conv(const ConvOperand& input, const ConvOperand& weight, const ConvGeometry& geometry) {
+  auto parameters = [](const ConvOperand& operand) -> std::pair<Tensor, Tensor> {
+    // Placeholders for a plain operand: LibTorch 1.13's custom functions
+    // reject undefined tensor arguments.
+    if (!operand.quantizer) return {operand.source.new_empty({0}), operand.source.new_empty({0})};
+    return {operand.quantizer->applied_scale(), operand.quantizer->applied_zero_point()};
+  };
+  const auto [x_scale, x_zero_point] = parameters(input);
+  const auto [w_scale, w_zero_point] = parameters(weight);
+  return RecomputingConv::apply(input.source, input.value.detach(), x_scale, x_zero_point, weight.source,
+                                weight.value.detach(), w_scale, w_zero_point, input, weight, geometry);
+}
+
+void link_quantized_conv_inputs(GraphModule& m) {
+  Graph& g = m.mutable_graph();
+  for (Node& fq : g.nodes) {
+    if (fq.op_type != kFakeQuantOp || m.has_initializer(fq.inputs.at(0))) continue;
+    const std::string& q = fq.outputs.at(0);
+    bool all_linked = std::find(g.outputs.begin(), g.outputs.end(), q) == g.outputs.end();
+    for (size_t reader : g.consumers(q)) {
+      Node& conv = g.nodes[reader];
+      if (!is_linkable_reader(conv, q) || !geometry_of(m, conv)) {
+        all_linked = false;
+        continue;
+      }
+      conv.inputs.resize(kFloatInputIndex + 1);
+      conv.inputs[kFloatInputIndex] = fq.inputs[0];
+      conv.attributes[kInputQuantizerAttr] = fq.attr_string("quantizer");
+    }
+    if (all_linked) fq.attributes[kReadersRecomputeAttr] = int64_t{1};
+  }
+}
+
+}  // namespace qat
