@@ -72,8 +72,9 @@ Quantizer* quantizer_named(const OpContext& ctx, const char* attribute) {
   return &static_cast<Quantizer&>(ctx.module.attachment(ctx.node.attr_string(attribute)));
 }
 
-// An operand the training conv recomputes from `source` in backward, or a
-// plain one (the quantizer's output with its autograd history).
+// `quantized` = quantizer(source) as an operand of the training conv:
+// recomputed from `source` in backward, or plain (no quantizer, or one
+// that passes its input through).
 ConvOperand operand(const OpContext& ctx, const Tensor& source, const Tensor& quantized, Quantizer* quantizer) {
   if (quantizer && recomputes(ctx, *quantizer)) return {source, quantized, quantizer};
   return {quantized, quantized, nullptr};
@@ -83,24 +84,20 @@ ConvOperand operand(const OpContext& ctx, const Tensor& source, const Tensor& qu
 // weight, quantized by the weight quantizer.
 Tensor training_conv(const OpContext& ctx, const std::vector<Tensor>& in, const Tensor& folded,
                      Quantizer* weight_quantizer) {
-  const Node& node = ctx.node;
-  const auto geometry = static_conv_geometry(node, folded.sizes().slice(2).vec());
-  Quantizer* input_quantizer = quantizer_named(ctx, kInputQuantizerAttr);
+  const auto geometry = static_conv_geometry(ctx.node, folded.sizes().slice(2).vec());
   if (!geometry) {
     const Tensor weight = weight_quantizer ? weight_quantizer->forward(folded) : folded;
     return (*find_op("Conv"))(ctx, {in[0], weight})[0];
   }
-  const ConvOperand input =
-      input_quantizer ? operand(ctx, in.at(kFloatInputIndex), in[0], input_quantizer) : ConvOperand{in[0], in[0]};
-  ConvOperand weight{folded, folded, nullptr};
-  if (weight_quantizer && recomputes(ctx, *weight_quantizer)) {
-    torch::NoGradGuard no_grad;  // backward recomputes it
-    weight = {folded, weight_quantizer->forward(folded), weight_quantizer};
-  } else if (weight_quantizer) {
-    const Tensor quantized = weight_quantizer->forward(folded);
-    weight = {quantized, quantized, nullptr};
+  Quantizer* input_quantizer = quantizer_named(ctx, kInputQuantizerAttr);
+  const ConvOperand input = operand(ctx, input_quantizer ? in.at(kFloatInputIndex) : in[0], in[0], input_quantizer);
+  Tensor quantized_weight = folded;
+  if (weight_quantizer) {
+    // No history when backward recomputes it.
+    torch::AutoGradMode grad_mode(torch::GradMode::is_enabled() && !recomputes(ctx, *weight_quantizer));
+    quantized_weight = weight_quantizer->forward(folded);
   }
-  return recomputing_conv(input, weight, *geometry);
+  return recomputing_conv(input, operand(ctx, folded, quantized_weight, weight_quantizer), *geometry);
 }
 
 // QatConvBn: inputs x, W, B (optional), gamma, beta, running mean, running
