@@ -15,6 +15,7 @@
 #include "qat/encodings.h"
 #include "qat/fake_quant.h"
 #include "sim/batchnorm.h"
+#include "sim/recomputing_conv.h"
 
 #include <algorithm>
 #include <set>
@@ -271,7 +272,9 @@ class QdqWriter {
     const FoldedConv folded = fold_conv_bn(m_, node);
     Node conv = node;
     conv.op_type = "Conv";
-    for (const char* key : {"epsilon", "momentum", "frozen", "weight_quantizer", "input_quantizer"}) conv.attributes.erase(key);
+    for (const char* key : {"epsilon", "momentum", "frozen", "weight_quantizer", kInputQuantizerAttr}) {
+      conv.attributes.erase(key);
+    }
     conv.inputs = {renamed(node.inputs[0]), node.inputs[1], ""};
     if (node.has_attr("weight_quantizer")) {
       conv.inputs[1] = fresh(node.inputs[1] + ".quantized");

@@ -58,21 +58,24 @@ Tensor convolve(const Tensor& input, const Tensor& weight, const ConvGeometry& g
                          std::vector<int64_t>(g.strides.size(), 0), g.groups);
 }
 
-// One operand rebuilt in backward: the value the conv saw, and the leaves
-// (source, scale, zero point) whose gradients backward returns.
+// One operand rebuilt in backward: the value the conv saw, the leaves
+// (source, scale, zero point; each requiring grad when its input does) of
+// a recomputed one, and whether the conv must give a gradient for it.
 struct Rebuilt {
   Tensor value;
-  std::vector<Tensor> leaves;  // source, scale, zero point; undefined when not wanted
+  std::vector<Tensor> leaves;  // empty for a plain operand
+  bool wanted = false;
 };
 
 Rebuilt rebuild(AutogradContext* ctx, const std::string& key, const Tensor& source, const Tensor& scale,
                 const Tensor& zero_point) {
-  if (!ctx->saved_data[key + "quantized"].toBool()) return {source, {}};
+  if (!ctx->saved_data[key + "quantized"].toBool()) return {source, {}, source.requires_grad()};
   const bool learnable = ctx->saved_data[key + "learnable"].toBool();
   Rebuilt r;
   r.leaves = {source.detach().requires_grad_(source.requires_grad()),
               scale.detach().requires_grad_(learnable && scale.requires_grad()),
               zero_point.detach().requires_grad_(learnable && zero_point.requires_grad())};
+  r.wanted = std::any_of(r.leaves.begin(), r.leaves.end(), [](const Tensor& t) { return t.requires_grad(); });
   torch::AutoGradMode enable_grad(true);
   r.value = apply_fake_quant(r.leaves[0], r.leaves[1], r.leaves[2], saved_spec(ctx, key), learnable);
   return r;
@@ -98,13 +101,9 @@ struct RecomputingConv : torch::autograd::Function<RecomputingConv> {
     const Rebuilt x = rebuild(ctx, "x.", saved[0], saved[1], saved[2]);
     const Rebuilt w = rebuild(ctx, "w.", saved[3], saved[4], saved[5]);
     const ConvGeometry g = saved_geometry(ctx);
-    const bool x_wanted = saved[0].requires_grad() || (!x.leaves.empty() && (x.leaves[1].requires_grad() ||
-                                                                             x.leaves[2].requires_grad()));
-    const bool w_wanted = saved[3].requires_grad() || (!w.leaves.empty() && (w.leaves[1].requires_grad() ||
-                                                                             w.leaves[2].requires_grad()));
     auto [grad_x, grad_w, grad_bias] = at::convolution_backward(
         grads[0], x.value.detach(), w.value.detach(), c10::nullopt, g.strides, g.padding, g.dilations,
-        /*transposed=*/false, std::vector<int64_t>(g.strides.size(), 0), g.groups, {x_wanted, w_wanted, false});
+        /*transposed=*/false, std::vector<int64_t>(g.strides.size(), 0), g.groups, {x.wanted, w.wanted, false});
     // Through the recomputed quantizers, in one backward pass.
     std::vector<Tensor> outputs, output_grads, wanted;
     for (const auto& [rebuilt, grad] : {std::pair<const Rebuilt&, const Tensor&>{x, grad_x}, {w, grad_w}}) {
