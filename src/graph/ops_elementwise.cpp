@@ -1,11 +1,15 @@
 // Activations, arithmetic, comparisons and casts. Every kernel is built from
-// differentiable torch ops, so gradients reach the initializers. Binary ops
+// differentiable torch ops (Clip with constant bounds from its own autograd
+// function, clip.cpp), so gradients reach the initializers. Binary ops
 // broadcast as numpy does, which is what ONNX specifies.
 #include "graph/ops.h"
+
+#include "graph/clip.h"
 
 #include <torch/torch.h>
 
 #include <cmath>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -48,17 +52,43 @@ OpKernel variadic(F fn) {
 
 Tensor add(const Tensor& a, const Tensor& b) { return a + b; }
 
+// A bound given as a constant: absent (infinite), or a one-element tensor
+// of x's type that needs no gradient. Nullopt when the bound needs ATen's
+// clamp (and its type promotion).
+std::optional<double> constant_bound(const Tensors& in, size_t i, double absent) {
+  if (i >= in.size() || !in[i].defined()) return absent;
+  const Tensor& bound = in[i];
+  if (bound.numel() != 1 || bound.requires_grad() || bound.scalar_type() != in[0].scalar_type()) return std::nullopt;
+  const double value = bound.item<double>();
+  if (std::isnan(value)) return std::nullopt;
+  return value;
+}
+
+bool float_on_cpu(const Tensor& x) {
+  return x.device().is_cpu() && (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble);
+}
+
+// For a float CPU x: ATen's clamp with scalar bounds, or ours (clip.h)
+// when x needs a gradient.
+Tensor clamp_constant(const Tensor& x, double lo, double hi) {
+  if (torch::GradMode::is_enabled() && x.requires_grad()) return clamp_with_mask(x, lo, hi);
+  return torch::clamp(x, lo, hi);
+}
+
 // Opset 11 moved Clip's bounds from attributes to optional inputs; both are
 // accepted so that hand-built graphs may use either.
 Tensors clip(const OpContext& ctx, const Tensors& in) {
   require_inputs(in, 1);
   const Node& node = ctx.node;
   if (node.has_attr("min") || node.has_attr("max")) {
-    return {torch::clamp(in[0], node.attr_float("min", -INFINITY), node.attr_float("max", INFINITY))};
+    const double lo = node.attr_float("min", -INFINITY), hi = node.attr_float("max", INFINITY);
+    return {float_on_cpu(in[0]) ? clamp_constant(in[0], lo, hi) : torch::clamp(in[0], lo, hi)};
   }
   auto bound = [&](size_t i) { return i < in.size() && in[i].defined() ? c10::optional<Tensor>(in[i]) : c10::nullopt; };
   const auto lo = bound(1), hi = bound(2);
   if (!lo && !hi) return {in[0]};
+  const auto lo_value = constant_bound(in, 1, -INFINITY), hi_value = constant_bound(in, 2, INFINITY);
+  if (float_on_cpu(in[0]) && lo_value && hi_value) return {clamp_constant(in[0], *lo_value, *hi_value)};
   return {torch::clamp(in[0], lo, hi)};
 }
 

@@ -65,6 +65,42 @@ TEST(ElementwiseOps, ClipTakesBoundsFromInputsOrOldAttributes) {
   EXPECT_TRUE(torch::equal(run1("Clip", {x}), x));
 }
 
+// Clip's own kernel (constant bounds, x needing a gradient) against ATen's
+// clamp: values and gradients equal, at the bounds, on NaN and infinities,
+// with bounds crossed, in float and double, on a tensor long enough for the
+// vector loops and several threads' chunks.
+TEST(ElementwiseOps, ClipGradientEqualsAtenClamp) {
+  torch::manual_seed(7);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const Tensor edges = torch::tensor({nan, -inf, inf, 0.0f, -0.0f, 6.0f, 5.9999995f, -1e-30f, 6.0000005f});
+  const Tensor x = torch::cat({edges, torch::randn({200003}) * 4 + 3});
+  const Tensor grad_out = torch::randn_like(x);
+  grad_out[1] = nan;  // an upstream NaN where x is clipped: ATen's where() drops it
+  struct Bounds {
+    Tensor lo, hi;
+  };
+  const std::vector<Bounds> cases = {{torch::tensor(0.0f), torch::tensor(6.0f)},
+                                     {torch::tensor(-1.5f), Tensor()},
+                                     {Tensor(), torch::tensor(0.25f)},
+                                     {torch::tensor(2.0f), torch::tensor(1.0f)}};
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    for (const Bounds& b : cases) {
+      const auto cast = [&](const Tensor& t) { return t.defined() ? t.to(dtype) : t; };
+      const Tensor xg = x.to(dtype).requires_grad_();
+      const Tensor y = run1("Clip", {xg, cast(b.lo), cast(b.hi)});
+      const Tensor g = torch::autograd::grad({y}, {xg}, {grad_out.to(dtype)})[0];
+      const Tensor xr = x.to(dtype).requires_grad_();
+      const auto bound = [&](const Tensor& t) { return t.defined() ? c10::optional<Tensor>(cast(t)) : c10::nullopt; };
+      const Tensor r = torch::clamp(xr, bound(b.lo), bound(b.hi));
+      const Tensor expected = torch::autograd::grad({r}, {xr}, {grad_out.to(dtype)})[0];
+      EXPECT_TRUE(torch::equal(y.isnan(), r.isnan()));
+      EXPECT_TRUE(torch::equal(y.nan_to_num(), r.nan_to_num()));
+      EXPECT_TRUE(torch::equal(g.nan_to_num(), expected.nan_to_num()));
+      EXPECT_TRUE(torch::equal(g.isnan(), expected.isnan()));
+    }
+  }
+}
+
 TEST(ElementwiseOps, HardSigmoidAndHardSwish) {
   const Tensor x = torch::linspace(-5, 5, 41);
   EXPECT_TRUE(torch::allclose(run1("HardSigmoid", {x}), (x * 0.2 + 0.5).clamp(0, 1)));

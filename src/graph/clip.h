@@ -1,0 +1,13 @@
+// Internal: the Clip kernel's fast path for constant bounds.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace qat::ops {
+
+// clamp(x, lo, hi) for a float or double CPU tensor, with ATen's values and
+// gradient (x's gradient passes where lo <= x <= hi, NaN gets none), but
+// one pass each way and a one-byte mask saved instead of x.
+torch::Tensor clamp_with_mask(const torch::Tensor& x, double lo, double hi);
+
+}  // namespace qat::ops
