@@ -105,6 +105,45 @@ TEST(QuantSim, DisabledQuantizersReproduceTheFloatModel) {
   }
 }
 
+// Training mode, quantizers off: QatConvBn (conv with W * f / f, then BN on
+// batch statistics) trains as Conv + BatchNormalization do: same logits,
+// gradients and running statistics. The stem's asymmetric padding makes it
+// take the plain Conv kernel; the other convs take the recomputing conv.
+TEST(QuantSim, SimulatedFoldTrainsLikeTheFloatModel) {
+  torch::manual_seed(4);
+  const Tensor x = torch::randn({4, 1, 28, 28});
+  const Tensor loss_weights = torch::randn({4, 10});
+  const auto model = [] {
+    auto m = resnet8();
+    m->mutable_graph().nodes[0].attributes["pads"] = std::vector<int64_t>{0, 0, 2, 2};
+    return m;
+  };
+  auto reference = model();
+  QuantSim sim(model(), sim_options(8, 8, BatchNormMode::kSimulate, "default"), {1, 1, 28, 28});
+  calibrate(sim, x);
+  sim.set_quantization_enabled(false);
+  const Node& stem = reference->graph().nodes[0];
+  ASSERT_EQ(stem.op_type, "Conv");
+  const Graph& g = sim.model().graph();
+  ASSERT_EQ(g.nodes[g.node_index(stem.name)].op_type, "QatConvBn");
+  for (GraphModule* m : {reference.get(), &sim.model()}) {
+    m->train();
+    (m->forward(x) * loss_weights).sum().backward();
+  }
+  size_t compared = 0;
+  for (const auto& name : reference->initializer_names()) {
+    const Tensor want = reference->initializer(name);
+    const Tensor got = sim.model().initializer(name);
+    EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-6)) << name;  // running statistics moved alike
+    if (!want.grad().defined()) continue;
+    ASSERT_TRUE(got.grad().defined()) << name;
+    EXPECT_TRUE(torch::allclose(got.grad(), want.grad(), 1e-3, 1e-5))
+        << name << " differs by " << (got.grad() - want.grad()).abs().max().item<double>();
+    ++compared;
+  }
+  EXPECT_GT(compared, 20u);
+}
+
 TEST(QuantSim, SimulatedFoldEqualsStaticFoldInEval) {
   torch::manual_seed(3);
   const Tensor x = torch::randn({8, 1, 28, 28});
