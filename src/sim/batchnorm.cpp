@@ -4,6 +4,7 @@
 
 #include "qat/quantizer.h"
 #include "sim/recomputing_conv.h"
+#include "sim/unfold.h"
 
 #include <cmath>
 #include <set>
@@ -44,6 +45,12 @@ bool all_initializers(const GraphModule& m, const Node& node, std::initializer_l
 // gamma / sqrt(running_var + eps), per output channel.
 Tensor fold_factor(const Tensor& gamma, const Tensor& var, double eps) { return gamma / torch::sqrt(var + eps); }
 
+Tensor per_out_channel(const Tensor& v, int64_t dim) {
+  std::vector<int64_t> shape(static_cast<size_t>(dim), 1);
+  shape[0] = v.numel();
+  return v.reshape(shape);
+}
+
 std::string unused_initializer_name(const GraphModule& m, const std::string& base) {
   std::string name = base;
   for (int i = 1; m.has_initializer(name); ++i) name = base + "_" + std::to_string(i);
@@ -73,28 +80,24 @@ ConvOperand operand(const OpContext& ctx, const Tensor& source, const Tensor& qu
   return {quantized, quantized, nullptr};
 }
 
-// The training conv of a QatConvBn on its (linked) input:
-// conv(x, quantize(W * f) / f) + bias, with f the fold factor, so that
-// BatchNorm sees the statistics of the unfolded conv. torch.ao's ConvBn
-// divides the conv's output by f instead: the same function, but a pass
-// over the activation each way.
-Tensor training_conv(const OpContext& ctx, const std::vector<Tensor>& in, const FoldedConvBn& fold,
-                     const Tensor& bias, Quantizer* weight_quantizer) {
-  const auto geometry = static_conv_geometry(ctx.node, fold.weight.sizes().slice(2).vec());
+// The training conv of a QatConvBn on its (linked) input and its folded
+// weight, quantized by the weight quantizer.
+Tensor training_conv(const OpContext& ctx, const std::vector<Tensor>& in, const Tensor& folded,
+                     Quantizer* weight_quantizer) {
+  const auto geometry = static_conv_geometry(ctx.node, folded.sizes().slice(2).vec());
   if (!geometry) {
-    const Tensor weight = weight_quantizer ? weight_quantizer->forward(fold.weight) : fold.weight;
-    return (*find_op("Conv"))(ctx, {in[0], weight / per_out_channel(fold.factor, weight.dim()), bias})[0];
+    const Tensor weight = weight_quantizer ? weight_quantizer->forward(folded) : folded;
+    return (*find_op("Conv"))(ctx, {in[0], weight})[0];
   }
   Quantizer* input_quantizer = quantizer_named(ctx, kInputQuantizerAttr);
   const ConvOperand input = operand(ctx, input_quantizer ? in.at(kFloatInputIndex) : in[0], in[0], input_quantizer);
-  Tensor quantized_weight = fold.weight;
+  Tensor quantized_weight = folded;
   if (weight_quantizer) {
     // No history when backward recomputes it.
     torch::AutoGradMode grad_mode(torch::GradMode::is_enabled() && !recomputes(ctx, *weight_quantizer));
-    quantized_weight = weight_quantizer->forward(fold.weight);
+    quantized_weight = weight_quantizer->forward(folded);
   }
-  const ConvOperand weight = operand(ctx, fold.weight, quantized_weight, weight_quantizer);
-  return recomputing_conv(input, weight, fold.factor, bias, *geometry);
+  return recomputing_conv(input, operand(ctx, folded, quantized_weight, weight_quantizer), *geometry);
 }
 
 // QatConvBn: inputs x, W, B (optional), gamma, beta, running mean, running
@@ -109,13 +112,16 @@ std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tenso
   const Tensor &gamma = in.at(3), &beta = in.at(4), &mean = in.at(5), &var = in.at(6);
   const Tensor bias = input_or_zeros(in, 2, w.size(0), w);
   const FoldedConvBn fold = fold_conv_bn(w, bias, gamma, beta, mean, var, eps);
+  const Tensor& factor = fold.factor;
   Quantizer* weight_quantizer = quantizer_named(ctx, "weight_quantizer");
   if (!ctx.training) {
     // Eval: exactly the statically folded conv, with quantized weights.
     const Tensor weight = weight_quantizer ? weight_quantizer->forward(fold.weight) : fold.weight;
     return (*find_op("Conv"))(ctx, {in[0], weight, fold.bias});
   }
-  const Tensor y = training_conv(ctx, in, fold, bias, weight_quantizer);
+  // Training (torch.ao's ConvBn): undo the fold on the output so that BN
+  // sees the unfolded conv's statistics, then normalise.
+  const Tensor y = unfold_conv_output(training_conv(ctx, in, fold.weight, weight_quantizer), factor, bias);
   const bool frozen = node.attr_int("frozen", 0) != 0;
   // ONNX momentum weighs the old statistic; torch's weighs the new one.
   const double momentum = 1.0 - node.attr_float("momentum", 0.9);
@@ -125,12 +131,6 @@ std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tenso
 }
 
 }  // namespace
-
-Tensor per_out_channel(const Tensor& v, int64_t dim) {
-  std::vector<int64_t> shape(static_cast<size_t>(dim), 1);
-  shape[0] = v.numel();
-  return v.reshape(shape);
-}
 
 FoldedConvBn fold_conv_bn(const Tensor& weight, const Tensor& bias, const Tensor& gamma, const Tensor& beta,
                           const Tensor& mean, const Tensor& var, double eps) {

@@ -52,13 +52,10 @@ struct ConvOperand {
   const Quantizer* quantizer = nullptr;
 };
 
-// conv(input.value, weight.value / weight_divisor, bias), the divisor and
-// bias per output channel, with gradients reaching the sources, divisor,
-// bias and the quantizers' applied scales and zero points as through the
-// quantizers' own ops.
-torch::Tensor recomputing_conv(const ConvOperand& input, const ConvOperand& weight,
-                               const torch::Tensor& weight_divisor, const torch::Tensor& bias,
-                               const ConvGeometry& geometry);
+// conv(input.value, weight.value), with gradients reaching the sources and
+// the quantizers' applied scales and zero points as through the quantizers'
+// own ops.
+torch::Tensor recomputing_conv(const ConvOperand& input, const ConvOperand& weight, const ConvGeometry& geometry);
 
 // Links every QatConvBn reading an activation quantizer's output (see
 // above). Run once the quantizer nodes are placed.

@@ -105,10 +105,11 @@ TEST(QuantSim, DisabledQuantizersReproduceTheFloatModel) {
   }
 }
 
-// Training mode, quantizers off: QatConvBn (conv with W * f / f, then BN on
-// batch statistics) trains as Conv + BatchNormalization do: same logits,
-// gradients and running statistics. The stem's asymmetric padding makes it
-// take the plain Conv kernel; the other convs take the recomputing conv.
+// Training mode, quantizers off: QatConvBn (conv with the folded weight,
+// output divided by the fold factor, then BN on batch statistics) trains
+// as Conv + BatchNormalization do: same logits, gradients and running
+// statistics. The stem's asymmetric padding makes it take the plain Conv
+// kernel; the other convs take the recomputing conv.
 TEST(QuantSim, SimulatedFoldTrainsLikeTheFloatModel) {
   torch::manual_seed(4);
   const Tensor x = torch::randn({4, 1, 28, 28});

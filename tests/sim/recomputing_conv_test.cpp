@@ -4,6 +4,7 @@
 #include "qat/quantsim.h"
 #include "qat/zoo.h"
 #include "sim/batchnorm.h"
+#include "sim/unfold.h"
 #include "sim_options.h"
 
 #include <gtest/gtest.h>
@@ -86,7 +87,7 @@ Quantizer* quantizer_reading(QuantSim& sim, const std::string& value) {
 
 // Two Conv+BN layers through the sim, against the same computation written
 // with plain ops: the quantizers' own forward, torch::conv2d (ATen's conv
-// backward) and the sim's fold helper.
+// backward) and the sim's unfold and fold helpers.
 void expect_plain_op_gradients(bool range_learning) {
   GraphBuilder b(5);
   std::string x = b.input("image", {-1, 2, 9, 9});
@@ -130,8 +131,9 @@ void expect_plain_op_gradients(bool range_learning) {
     const Tensor zeros = torch::zeros({w.size(0)});
     const FoldedConvBn fold = fold_conv_bn(w, zeros, gamma, beta, mean, var, 1e-5);
     const Tensor weight = sim.quantizer(conv + ".weight_quantizer").forward(fold.weight);
-    const Tensor c = torch::conv2d(in, weight / fold.factor.reshape({-1, 1, 1, 1}), zeros, stride, 1);
-    return torch::batch_norm(c, gamma, beta, mean, var, false, 0.1, 1e-5, false);
+    const Tensor c = torch::conv2d(in, weight, {}, stride, 1);
+    return torch::batch_norm(unfold_conv_output(c, fold.factor, zeros), gamma, beta, mean, var, false, 0.1, 1e-5,
+                             false);
   };
   const auto quantized = [&](const Tensor& t, const std::string& value) {
     Quantizer* q = quantizer_reading(sim, value);
