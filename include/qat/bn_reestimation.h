@@ -13,8 +13,8 @@
 // times the fold factor gamma / sqrt(running_var + eps), which the new
 // variance changes per output channel by r = factor_new / factor_old; a
 // per-channel weight scale is multiplied by the same r, so every weight
-// keeps its integer code (up to float rounding: a weight whose code sits
-// at a rounding boundary, x.5, may move one step). This is done before every batch as well, so the
+// keeps its integer code (up to float rounding: a code at a .5 boundary
+// may move one step). This is done before every batch as well, so the
 // statistics are those of the trained integer weights rather than of
 // weights requantized with half-estimated statistics. (A per-tensor weight
 // scale cannot follow per-channel ratios; it is left as is and those codes
