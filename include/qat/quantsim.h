@@ -40,6 +40,11 @@ struct QuantSimOptions {
   SimConfig config;
   // Per node name (the op whose weight / output is quantized).
   std::map<std::string, LayerBits> layer_bits;
+  // Bitwidth of the model-input quantizer (unset: the config's activation
+  // bitwidth; a layer_bits entry for the input name wins over both). Image
+  // data are 8-bit already, so a 4-bit-activation sim that quantizes its
+  // input to 4 bits discards information no training can restore.
+  std::optional<int> model_input_bits;
   std::string activation_analyzer = "minmax";  // make_analyzer names
   std::string param_analyzer = "minmax";
   BatchNormMode batchnorm = BatchNormMode::kSimulate;

@@ -57,6 +57,8 @@ void add_sim_options(CLI::App* cmd, SimArgs& args) {
   cmd->add_option("--a-bits", args.activation_bits, "activation bitwidth (2-16)")
       ->capture_default_str()
       ->check(CLI::Range(2, 16));
+  cmd->add_option("--input-bits", args.input_bits, "model input bitwidth (2-16; default: --a-bits)")
+      ->check(CLI::Range(2, 16));
   cmd->add_option("--act-analyzer", args.activation_analyzer, "minmax, ema, percentile, mse or sqnr")
       ->capture_default_str();
   cmd->add_option("--param-analyzer", args.param_analyzer, "minmax, percentile, mse or sqnr")->capture_default_str();

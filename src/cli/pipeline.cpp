@@ -148,6 +148,13 @@ void reestimate_and_report(QuantSim& sim, const QatArgs& args, const data::DataL
   if (!args.train.out_dir.empty()) save_model(args.train.out_dir + "/bn_reestimated", sim.model(), sim.describe());
 }
 
+// "W4A4", or "W4A4 (input 8-bit)" when the model input has its own bitwidth.
+std::string bits_label(const SimArgs& args) {
+  std::string label = "W" + std::to_string(args.param_bits) + "A" + std::to_string(args.activation_bits);
+  if (args.input_bits != 0) label += " (input " + std::to_string(args.input_bits) + "-bit)";
+  return label;
+}
+
 }  // namespace
 
 data::DataLoader make_loader(const DataArgs& args, data::Split split, bool augment) {
@@ -189,6 +196,7 @@ QuantSimOptions sim_options(const SimArgs& args) {
   options.config = load_sim_config(args.config);
   options.config.param_bitwidth = args.param_bits;
   options.config.activation_bitwidth = args.activation_bits;
+  if (args.input_bits != 0) options.model_input_bits = args.input_bits;
   options.activation_analyzer = args.activation_analyzer;
   options.param_analyzer = args.param_analyzer;
   options.batchnorm = batchnorm_mode(args.batchnorm);
@@ -271,7 +279,7 @@ int run_ptq_command(const ModelArgs& model_args, const DataArgs& data_args, cons
   for (size_t i = 0; i < std::min<size_t>(5, report.size()); ++i) {
     std::printf("  %-32s %-18s %6.1f dB\n", report[i].node.c_str(), report[i].op_type.c_str(), report[i].sqnr_db);
   }
-  std::printf("FP32 %s  ->  PTQ W%dA%d %s\n", percent(fp32).c_str(), sim_args.param_bits, sim_args.activation_bits,
+  std::printf("FP32 %s  ->  PTQ %s %s\n", percent(fp32).c_str(), bits_label(sim_args).c_str(),
               percent(quantized).c_str());
   if (!out_dir.empty()) save_model(out_dir, sim->model(), sim->describe());
   return 0;
@@ -305,8 +313,8 @@ int run_qat_command(const ModelArgs& model_args, const DataArgs& data_args, cons
     std::printf("\n");
   }
   const auto history = run_qat(*sim, args, train_loader, test_loader);
-  std::printf("FP32 %s  ->  PTQ W%dA%d %s  ->  QAT %s (%s range learning)\n", percent(fp32).c_str(),
-              sim_args.param_bits, sim_args.activation_bits, percent(ptq).c_str(),
+  std::printf("FP32 %s  ->  PTQ %s %s  ->  QAT %s (%s range learning)\n", percent(fp32).c_str(),
+              bits_label(sim_args).c_str(), percent(ptq).c_str(),
               history.empty() ? "-" : percent(history.back().test_accuracy).c_str(),
               qat_args.range_learning ? "with" : "without");
   if (qat_args.bn_reestimate) reestimate_and_report(*sim, qat_args, calibration, test_loader);

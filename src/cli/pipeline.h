@@ -30,6 +30,7 @@ struct SimArgs {
   std::string config = "default";  // preset name or AIMET JSON file
   int param_bits = 8;
   int activation_bits = 8;
+  int input_bits = 0;  // model input quantizer (0: activation_bits)
   std::string activation_analyzer = "minmax";
   std::string param_analyzer = "minmax";
   std::string batchnorm = "simulate";  // or "fold"

@@ -156,6 +156,7 @@ class Placement {
       const auto& bits = param ? it->second.param_bits : it->second.activation_bits;
       if (bits) return *bits;
     }
+    if (!param && o_.model_input_bits && layer == m_.graph().inputs[0].name) return *o_.model_input_bits;
     return param ? o_.config.param_bitwidth : o_.config.activation_bitwidth;
   }
 

@@ -237,6 +237,11 @@ def main():
                  ["qat", *small, "--checkpoint", checkpoint, "--calib-batches", "1", "--w-bits", "4", "--a-bits", "4",
                   "--epochs", "2", "--out", sim_run, "--resume", "--no-progress"],
                  [sim_checkpoint, "different quantsim configuration"], untouched=[sim_checkpoint])
+    # ... and with its model input at another bitwidth: refused too.
+    expect_error("sim checkpoint with another input bitwidth",
+                 ["qat", *small, "--checkpoint", checkpoint, "--calib-batches", "1", "--input-bits", "16",
+                  "--epochs", "2", "--out", sim_run, "--resume", "--no-progress"],
+                 [sim_checkpoint, "different quantsim configuration"], untouched=[sim_checkpoint])
     expect_error("export with a sim checkpoint of another model",
                  ["export", *small, "--sim-checkpoint", f"{other}/checkpoint.pt", "--out", export],
                  [f"{other}/checkpoint.pt"], untouched=exported)

@@ -71,6 +71,30 @@ TEST(QuantSim, PlacementFollowsSupergroupsAndAgnosticOps) {
   }
 }
 
+// model_input_bits sets the input quantizer alone; a layer_bits entry for
+// the input name wins over it.
+TEST(QuantSim, ModelInputBitsSetTheInputQuantizerAlone) {
+  const auto bits_of = [](const QuantSimOptions& options) {
+    QuantSim sim(resnet8(), options, {1, 1, 28, 28});
+    std::map<std::string, int> bits;
+    for (const auto& q : sim.quantizers()) {
+      bits[q.name] = static_cast<Quantizer&>(sim.model().attachment(q.name)).spec().grid.bitwidth;
+    }
+    return bits;
+  };
+  QuantSimOptions options = sim_options(4, 4);
+  const auto plain = bits_of(options);
+  options.model_input_bits = 8;
+  const auto with_input_bits = bits_of(options);
+  ASSERT_EQ(plain.size(), with_input_bits.size());
+  for (const auto& [name, bits] : plain) {
+    EXPECT_EQ(bits, 4) << name;
+    EXPECT_EQ(with_input_bits.at(name), name == "input.quantizer" ? 8 : 4) << name;
+  }
+  options.layer_bits["input"].activation_bits = 6;
+  EXPECT_EQ(bits_of(options).at("input.quantizer"), 6);
+}
+
 // The openvino preset leaves a conv's output unquantized where it feeds a
 // residual Add (OpenVINO fuses the two); everything else as in default.
 TEST(QuantSim, OpenVinoPresetKeepsConvIntoAddFloat) {
