@@ -45,12 +45,6 @@ bool all_initializers(const GraphModule& m, const Node& node, std::initializer_l
 // gamma / sqrt(running_var + eps), per output channel.
 Tensor fold_factor(const Tensor& gamma, const Tensor& var, double eps) { return gamma / torch::sqrt(var + eps); }
 
-Tensor per_out_channel(const Tensor& v, int64_t dim) {
-  std::vector<int64_t> shape(static_cast<size_t>(dim), 1);
-  shape[0] = v.numel();
-  return v.reshape(shape);
-}
-
 std::string unused_initializer_name(const GraphModule& m, const std::string& base) {
   std::string name = base;
   for (int i = 1; m.has_initializer(name); ++i) name = base + "_" + std::to_string(i);
@@ -80,14 +74,36 @@ ConvOperand operand(const OpContext& ctx, const Tensor& source, const Tensor& qu
   return {quantized, quantized, nullptr};
 }
 
+int64_t conv_output_numel(const Tensor& input, const Tensor& weight, const ConvGeometry& g) {
+  int64_t numel = input.size(0) * weight.size(0);
+  for (size_t i = 0; i < g.strides.size(); ++i) {
+    const int64_t extent = g.dilations[i] * (weight.size(2 + i) - 1) + 1;
+    numel *= (input.size(2 + i) + 2 * g.padding[i] - extent) / g.strides[i] + 1;
+  }
+  return numel;
+}
+
+// The training conv must hand BatchNorm the unfolded conv, conv(x, q(W f))
+// / f + b. Dividing the output (unfold.cpp) is a pass over the activation
+// each way; dividing the weight, conv(x, q(W f) / f) + b, the same
+// function up to rounding, is a few passes over the weight, whose
+// temporaries the caching allocator then keeps per weight shape (on
+// ResNet-18 dividing every weight cost 73 MiB of peak RSS). So a layer
+// divides its weight only where the weight is under a quarter of the
+// output (docs/quantsim.md lists which layers of the zoo models do).
+bool divides_weight(const Tensor& input, const Tensor& weight, const ConvGeometry& g) {
+  return 4 * weight.numel() < conv_output_numel(input, weight, g);
+}
+
 // The training conv of a QatConvBn on its (linked) input and its folded
-// weight, quantized by the weight quantizer.
-Tensor training_conv(const OpContext& ctx, const std::vector<Tensor>& in, const Tensor& folded,
-                     Quantizer* weight_quantizer) {
+// weight, quantized by the weight quantizer; its output unfolded.
+Tensor training_conv(const OpContext& ctx, const std::vector<Tensor>& in, const FoldedConvBn& fold,
+                     const Tensor& bias, Quantizer* weight_quantizer) {
+  const Tensor& folded = fold.weight;
   const auto geometry = static_conv_geometry(ctx.node, folded.sizes().slice(2).vec());
   if (!geometry) {
     const Tensor weight = weight_quantizer ? weight_quantizer->forward(folded) : folded;
-    return (*find_op("Conv"))(ctx, {in[0], weight})[0];
+    return unfold_conv_output((*find_op("Conv"))(ctx, {in[0], weight})[0], fold.factor, bias);
   }
   Quantizer* input_quantizer = quantizer_named(ctx, kInputQuantizerAttr);
   const ConvOperand input = operand(ctx, input_quantizer ? in.at(kFloatInputIndex) : in[0], in[0], input_quantizer);
@@ -97,7 +113,11 @@ Tensor training_conv(const OpContext& ctx, const std::vector<Tensor>& in, const 
     torch::AutoGradMode grad_mode(torch::GradMode::is_enabled() && !recomputes(ctx, *weight_quantizer));
     quantized_weight = weight_quantizer->forward(folded);
   }
-  return recomputing_conv(input, operand(ctx, folded, quantized_weight, weight_quantizer), *geometry);
+  const ConvOperand weight = operand(ctx, folded, quantized_weight, weight_quantizer);
+  if (divides_weight(input.value, folded, *geometry)) {
+    return recomputing_conv(input, weight, *geometry, fold.factor, bias);
+  }
+  return unfold_conv_output(recomputing_conv(input, weight, *geometry), fold.factor, bias);
 }
 
 // QatConvBn: inputs x, W, B (optional), gamma, beta, running mean, running
@@ -112,16 +132,15 @@ std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tenso
   const Tensor &gamma = in.at(3), &beta = in.at(4), &mean = in.at(5), &var = in.at(6);
   const Tensor bias = input_or_zeros(in, 2, w.size(0), w);
   const FoldedConvBn fold = fold_conv_bn(w, bias, gamma, beta, mean, var, eps);
-  const Tensor& factor = fold.factor;
   Quantizer* weight_quantizer = quantizer_named(ctx, "weight_quantizer");
   if (!ctx.training) {
     // Eval: exactly the statically folded conv, with quantized weights.
     const Tensor weight = weight_quantizer ? weight_quantizer->forward(fold.weight) : fold.weight;
     return (*find_op("Conv"))(ctx, {in[0], weight, fold.bias});
   }
-  // Training (torch.ao's ConvBn): undo the fold on the output so that BN
-  // sees the unfolded conv's statistics, then normalise.
-  const Tensor y = unfold_conv_output(training_conv(ctx, in, fold.weight, weight_quantizer), factor, bias);
+  // Training (torch.ao's ConvBn): undo the fold so that BN sees the
+  // unfolded conv's statistics, then normalise.
+  const Tensor y = training_conv(ctx, in, fold, bias, weight_quantizer);
   const bool frozen = node.attr_int("frozen", 0) != 0;
   // ONNX momentum weighs the old statistic; torch's weighs the new one.
   const double momentum = 1.0 - node.attr_float("momentum", 0.9);
@@ -131,6 +150,12 @@ std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tenso
 }
 
 }  // namespace
+
+Tensor per_out_channel(const Tensor& v, int64_t dim) {
+  std::vector<int64_t> shape(static_cast<size_t>(dim), 1);
+  shape[0] = v.numel();
+  return v.reshape(shape);
+}
 
 FoldedConvBn fold_conv_bn(const Tensor& weight, const Tensor& bias, const Tensor& gamma, const Tensor& beta,
                           const Tensor& mean, const Tensor& var, double eps) {

@@ -22,6 +22,10 @@ std::vector<std::string> simulate_batchnorms(GraphModule& model);
 struct FoldedConvBn {
   torch::Tensor weight, bias, factor;
 };
+// [C] -> [C, 1, 1, ...]: scales a weight of `dim` dimensions per output
+// channel.
+torch::Tensor per_out_channel(const torch::Tensor& v, int64_t dim);
+
 FoldedConvBn fold_conv_bn(const torch::Tensor& weight, const torch::Tensor& bias, const torch::Tensor& gamma,
                           const torch::Tensor& beta, const torch::Tensor& mean, const torch::Tensor& var, double eps);
 

@@ -53,65 +53,97 @@ ConvGeometry saved_geometry(AutogradContext* ctx) {
           ctx->saved_data["dilations"].toIntVector(), ctx->saved_data["groups"].toInt()};
 }
 
-Tensor convolve(const Tensor& input, const Tensor& weight, const ConvGeometry& g) {
-  return at::convolution(input, weight, Tensor(), g.strides, g.padding, g.dilations, /*transposed=*/false,
+Tensor convolve(const Tensor& input, const Tensor& weight, const Tensor& bias, const ConvGeometry& g) {
+  return at::convolution(input, weight, bias, g.strides, g.padding, g.dilations, /*transposed=*/false,
                          std::vector<int64_t>(g.strides.size(), 0), g.groups);
 }
 
 // One operand rebuilt in backward: the value the conv saw, the leaves
-// (source, scale, zero point; each requiring grad when its input does) of
-// a recomputed one, and whether the conv must give a gradient for it.
+// (source, scale, zero point, and a divided weight's divisor; each
+// requiring grad when its input does, undefined where the operand has
+// none) it was recomputed from, and whether the conv must give a gradient
+// for it. No leaves: a plain operand, whose gradient is the conv's own.
 struct Rebuilt {
   Tensor value;
-  std::vector<Tensor> leaves;  // empty for a plain operand
+  std::vector<Tensor> leaves;
   bool wanted = false;
 };
+
+Tensor leaf_of(const Tensor& t, bool wanted) { return t.detach().requires_grad_(wanted && t.requires_grad()); }
+
+bool any_wanted(const std::vector<Tensor>& leaves) {
+  return std::any_of(leaves.begin(), leaves.end(), [](const Tensor& t) { return t.defined() && t.requires_grad(); });
+}
 
 Rebuilt rebuild(AutogradContext* ctx, const std::string& key, const Tensor& source, const Tensor& scale,
                 const Tensor& zero_point) {
   if (!ctx->saved_data[key + "quantized"].toBool()) return {source, {}, source.requires_grad()};
   const bool learnable = ctx->saved_data[key + "learnable"].toBool();
   Rebuilt r;
-  r.leaves = {source.detach().requires_grad_(source.requires_grad()),
-              scale.detach().requires_grad_(learnable && scale.requires_grad()),
-              zero_point.detach().requires_grad_(learnable && zero_point.requires_grad())};
-  r.wanted = std::any_of(r.leaves.begin(), r.leaves.end(), [](const Tensor& t) { return t.requires_grad(); });
+  r.leaves = {leaf_of(source, true), leaf_of(scale, learnable), leaf_of(zero_point, learnable)};
+  r.wanted = any_wanted(r.leaves);
   torch::AutoGradMode enable_grad(true);
   r.value = apply_fake_quant(r.leaves[0], r.leaves[1], r.leaves[2], saved_spec(ctx, key), learnable);
   return r;
 }
 
+// The weight operand divided per output channel by `divisor`, which joins
+// its leaves as the fourth (a plain weight's source becomes its first).
+Rebuilt rebuild_divided_weight(AutogradContext* ctx, const Tensor& source, const Tensor& scale,
+                               const Tensor& zero_point, const Tensor& divisor) {
+  Rebuilt r = rebuild(ctx, "w.", source, scale, zero_point);
+  if (r.leaves.empty()) {
+    r.leaves = {leaf_of(source, true), Tensor(), Tensor()};
+    r.value = r.leaves[0];
+  }
+  r.leaves.push_back(leaf_of(divisor, true));
+  r.wanted = any_wanted(r.leaves);
+  torch::AutoGradMode enable_grad(true);
+  r.value = r.value / per_out_channel(r.leaves[3], r.value.dim());
+  return r;
+}
+
 // Inputs: per operand (input, weight) its source, quantized value, scale and
-// zero point (the last three unused for a plain operand). Saves the sources,
-// scales and zero points; backward recomputes the quantized values.
+// zero point (the last three unused for a plain operand), then the weight's
+// divisor per output channel and the bias (both empty: none). Saves the
+// sources, scales, zero points and divisor; backward recomputes the
+// quantized (and divided) values.
 struct RecomputingConv : torch::autograd::Function<RecomputingConv> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& xq, const Tensor& x_scale,
                         const Tensor& x_zero_point, const Tensor& w, const Tensor& wq, const Tensor& w_scale,
-                        const Tensor& w_zero_point, const ConvOperand& input, const ConvOperand& weight,
-                        const ConvGeometry& geometry) {
-    ctx->save_for_backward({x, x_scale, x_zero_point, w, w_scale, w_zero_point});
+                        const Tensor& w_zero_point, const Tensor& divisor, const Tensor& bias,
+                        const ConvOperand& input, const ConvOperand& weight, const ConvGeometry& geometry) {
+    ctx->save_for_backward({x, x_scale, x_zero_point, w, w_scale, w_zero_point, divisor});
     save_operand(ctx, "x.", input);
     save_operand(ctx, "w.", weight);
     save_geometry(ctx, geometry);
-    return convolve(xq, wq, geometry);
+    const bool divided = divisor.numel() != 0;
+    ctx->saved_data["divided"] = divided;
+    ctx->saved_data["bias_wanted"] = divided && bias.requires_grad();
+    if (!divided) return convolve(xq, wq, Tensor(), geometry);
+    return convolve(xq, wq / per_out_channel(divisor, wq.dim()), bias, geometry);
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
     const Rebuilt x = rebuild(ctx, "x.", saved[0], saved[1], saved[2]);
-    const Rebuilt w = rebuild(ctx, "w.", saved[3], saved[4], saved[5]);
+    const Rebuilt w = ctx->saved_data["divided"].toBool()
+                          ? rebuild_divided_weight(ctx, saved[3], saved[4], saved[5], saved[6])
+                          : rebuild(ctx, "w.", saved[3], saved[4], saved[5]);
     const ConvGeometry g = saved_geometry(ctx);
+    const bool bias_wanted = ctx->saved_data["bias_wanted"].toBool();
+    const std::vector<int64_t> bias_sizes = {w.value.size(0)};
     auto [grad_x, grad_w, grad_bias] = at::convolution_backward(
-        grads[0], x.value.detach(), w.value.detach(), c10::nullopt, g.strides, g.padding, g.dilations,
-        /*transposed=*/false, std::vector<int64_t>(g.strides.size(), 0), g.groups, {x.wanted, w.wanted, false});
-    // Through the recomputed quantizers, in one backward pass.
+        grads[0], x.value.detach(), w.value.detach(), bias_sizes, g.strides, g.padding, g.dilations,
+        /*transposed=*/false, std::vector<int64_t>(g.strides.size(), 0), g.groups, {x.wanted, w.wanted, bias_wanted});
+    // Through the recomputed quantizers (and division), in one backward pass.
     std::vector<Tensor> outputs, output_grads, wanted;
     for (const auto& [rebuilt, grad] : {std::pair<const Rebuilt&, const Tensor&>{x, grad_x}, {w, grad_w}}) {
       if (rebuilt.leaves.empty() || !grad.defined()) continue;
       outputs.push_back(rebuilt.value);
       output_grads.push_back(grad);
       for (const auto& leaf : rebuilt.leaves) {
-        if (leaf.requires_grad()) wanted.push_back(leaf);
+        if (leaf.defined() && leaf.requires_grad()) wanted.push_back(leaf);
       }
     }
     const auto got = wanted.empty() ? std::vector<Tensor>{}
@@ -119,13 +151,13 @@ struct RecomputingConv : torch::autograd::Function<RecomputingConv> {
                                                             /*create_graph=*/false, /*allow_unused=*/true);
     size_t next = 0;
     auto leaf_grads = [&](const Rebuilt& rebuilt, const Tensor& plain_grad) {
-      std::vector<Tensor> result(3);
+      std::vector<Tensor> result(4);
       if (rebuilt.leaves.empty()) {
         result[0] = plain_grad;
         return result;
       }
-      for (size_t i = 0; i < 3; ++i) {
-        if (rebuilt.leaves[i].requires_grad()) result[i] = got[next++];
+      for (size_t i = 0; i < rebuilt.leaves.size(); ++i) {
+        if (rebuilt.leaves[i].defined() && rebuilt.leaves[i].requires_grad()) result[i] = got[next++];
       }
       return result;
     };
@@ -133,7 +165,8 @@ struct RecomputingConv : torch::autograd::Function<RecomputingConv> {
     const auto gw = leaf_grads(w, grad_w);
     // One gradient per forward argument: none for the quantized values,
     // whose history the caller dropped, nor for the non-tensor arguments.
-    return {gx[0], Tensor(), gx[1], gx[2], gw[0], Tensor(), gw[1], gw[2], Tensor(), Tensor(), Tensor()};
+    return {gx[0], Tensor(), gx[1], gx[2], gw[0], Tensor(), gw[1], gw[2], gw[3], grad_bias,
+            Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -177,17 +210,20 @@ bool recomputes(const OpContext& ctx, const Quantizer& quantizer) {
   return ctx.training && torch::GradMode::is_enabled() && quantizer.quantizing();
 }
 
-Tensor recomputing_conv(const ConvOperand& input, const ConvOperand& weight, const ConvGeometry& geometry) {
-  auto parameters = [](const ConvOperand& operand) -> std::pair<Tensor, Tensor> {
-    // Placeholders for a plain operand: LibTorch 1.13's custom functions
-    // reject undefined tensor arguments.
-    if (!operand.quantizer) return {operand.source.new_empty({0}), operand.source.new_empty({0})};
+Tensor recomputing_conv(const ConvOperand& input, const ConvOperand& weight, const ConvGeometry& geometry,
+                        const Tensor& weight_divisor, const Tensor& bias) {
+  // Placeholders for absent tensors: LibTorch 1.13's custom functions
+  // reject undefined tensor arguments.
+  const auto or_empty = [&](const Tensor& t) { return t.defined() ? t : weight.source.new_empty({0}); };
+  auto parameters = [&](const ConvOperand& operand) -> std::pair<Tensor, Tensor> {
+    if (!operand.quantizer) return {or_empty(Tensor()), or_empty(Tensor())};
     return {operand.quantizer->applied_scale(), operand.quantizer->applied_zero_point()};
   };
   const auto [x_scale, x_zero_point] = parameters(input);
   const auto [w_scale, w_zero_point] = parameters(weight);
   return RecomputingConv::apply(input.source, input.value.detach(), x_scale, x_zero_point, weight.source,
-                                weight.value.detach(), w_scale, w_zero_point, input, weight, geometry);
+                                weight.value.detach(), w_scale, w_zero_point, or_empty(weight_divisor),
+                                or_empty(bias), input, weight, geometry);
 }
 
 void link_quantized_conv_inputs(GraphModule& m) {

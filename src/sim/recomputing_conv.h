@@ -54,8 +54,11 @@ struct ConvOperand {
 
 // conv(input.value, weight.value), with gradients reaching the sources and
 // the quantizers' applied scales and zero points as through the quantizers'
-// own ops.
-torch::Tensor recomputing_conv(const ConvOperand& input, const ConvOperand& weight, const ConvGeometry& geometry);
+// own ops. With a weight_divisor (per output channel):
+// conv(input.value, weight.value / weight_divisor) + bias, gradients
+// reaching the divisor and bias too.
+torch::Tensor recomputing_conv(const ConvOperand& input, const ConvOperand& weight, const ConvGeometry& geometry,
+                               const torch::Tensor& weight_divisor = {}, const torch::Tensor& bias = {});
 
 // Links every QatConvBn reading an activation quantizer's output (see
 // above). Run once the quantizer nodes are placed.

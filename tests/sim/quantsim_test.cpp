@@ -130,10 +130,12 @@ TEST(QuantSim, DisabledQuantizersReproduceTheFloatModel) {
 }
 
 // Training mode, quantizers off: QatConvBn (conv with the folded weight,
-// output divided by the fold factor, then BN on batch statistics) trains
-// as Conv + BatchNormalization do: same logits, gradients and running
-// statistics. The stem's asymmetric padding makes it take the plain Conv
-// kernel; the other convs take the recomputing conv.
+// the fold undone on its output or its weight, then BN on batch
+// statistics) trains as Conv + BatchNormalization do: same logits,
+// gradients and running statistics. The stem's asymmetric padding makes it
+// take the plain Conv kernel; the other convs take the recomputing conv,
+// the 16-channel ones dividing the weight, the 64-channel ones the output
+// (batchnorm.cpp's divides_weight at batch 4).
 TEST(QuantSim, SimulatedFoldTrainsLikeTheFloatModel) {
   torch::manual_seed(4);
   const Tensor x = torch::randn({4, 1, 28, 28});

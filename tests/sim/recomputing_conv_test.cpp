@@ -87,7 +87,10 @@ Quantizer* quantizer_reading(QuantSim& sim, const std::string& value) {
 
 // Two Conv+BN layers through the sim, against the same computation written
 // with plain ops: the quantizers' own forward, torch::conv2d (ATen's conv
-// backward) and the sim's unfold and fold helpers.
+// backward) and the sim's unfold and fold helpers. conv1's weight (108
+// values) is under a quarter of its output (2430), so the sim divides its
+// weight by the fold factor; conv2's (216) is not (output 500), so the sim
+// divides its output: the reference does the same, bit for bit.
 void expect_plain_op_gradients(bool range_learning) {
   GraphBuilder b(5);
   std::string x = b.input("image", {-1, 2, 9, 9});
@@ -124,24 +127,25 @@ void expect_plain_op_gradients(bool range_learning) {
   (m.forward(batch) * loss_weights).sum().backward();
   const auto got = collect();
 
-  const auto layer = [&](const Tensor& in, const std::string& conv, const std::string& bn, int64_t stride) {
+  const auto layer = [&](const Tensor& in, const std::string& conv, const std::string& bn, int64_t stride,
+                         bool divide_weight) {
     const Tensor w = m.initializer(conv + ".weight");
     const Tensor gamma = m.initializer(bn + ".weight"), beta = m.initializer(bn + ".bias");
     const Tensor mean = m.initializer(bn + ".running_mean"), var = m.initializer(bn + ".running_var");
     const Tensor zeros = torch::zeros({w.size(0)});
     const FoldedConvBn fold = fold_conv_bn(w, zeros, gamma, beta, mean, var, 1e-5);
     const Tensor weight = sim.quantizer(conv + ".weight_quantizer").forward(fold.weight);
-    const Tensor c = torch::conv2d(in, weight, {}, stride, 1);
-    return torch::batch_norm(unfold_conv_output(c, fold.factor, zeros), gamma, beta, mean, var, false, 0.1, 1e-5,
-                             false);
+    const Tensor y = divide_weight ? torch::conv2d(in, weight / fold.factor.reshape({-1, 1, 1, 1}), zeros, stride, 1)
+                                   : unfold_conv_output(torch::conv2d(in, weight, {}, stride, 1), fold.factor, zeros);
+    return torch::batch_norm(y, gamma, beta, mean, var, false, 0.1, 1e-5, false);
   };
   const auto quantized = [&](const Tensor& t, const std::string& value) {
     Quantizer* q = quantizer_reading(sim, value);
     return q ? q->forward(t) : t;
   };
-  const Tensor hidden = torch::relu(layer(quantized(batch, "image"), "conv1", "bn1", 1));
+  const Tensor hidden = torch::relu(layer(quantized(batch, "image"), "conv1", "bn1", 1, true));
   const std::string relu_out = m.graph().nodes[m.graph().consumers("bn1.out").at(0)].outputs[0];
-  const Tensor out = quantized(layer(quantized(hidden, relu_out), "conv2", "bn2", 2), "bn2.out");
+  const Tensor out = quantized(layer(quantized(hidden, relu_out), "conv2", "bn2", 2, false), "bn2.out");
   (out * loss_weights).sum().backward();
   const auto want = collect();
   size_t trainable = 0;
