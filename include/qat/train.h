@@ -59,6 +59,14 @@ struct TrainOptions {
   // Stored in the checkpoint and compared on resume, so a checkpoint of a
   // differently configured quantsim is refused (QuantSim::describe()).
   std::string checkpoint_tag;
+  // Knowledge distillation: with a teacher (e.g. the FP32 model a QAT run
+  // starts from) and distill_weight > 0, the training loss is
+  // cross-entropy + distill_weight * distillation_loss(student, teacher,
+  // distill_temperature), the teacher running in eval mode without
+  // autograd. The reported train loss is that sum.
+  std::shared_ptr<GraphModule> teacher;
+  double distill_weight = 0.0;
+  double distill_temperature = 1.0;
 };
 
 struct EpochStats {
@@ -78,6 +86,13 @@ struct TrainState {
 };
 
 double scheduled_lr(const TrainOptions& options, int64_t epoch_index);
+
+// T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over the
+// batch: the soft-target loss of knowledge distillation (Hinton et al.,
+// NNCF's "softmax" distillation loss). The T^2 keeps its gradient's scale
+// independent of T. Gradients flow to the student logits only.
+torch::Tensor distillation_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
+                                double temperature);
 
 // SGD with momentum and weight decay; evaluates on `test` after each epoch.
 // With options.resume and a checkpoint in out_dir, continues after its last

@@ -153,6 +153,12 @@ int main(int argc, char** argv) {
   add_train_options(qat_cmd, qat_args.train);
   qat_cmd->add_option("--encoding-lr", qat_args.train.encoding_lr, "learning rate of encodings (0: --lr)");
   qat_cmd->add_flag("--range-learning", qat_args.range_learning, "train activation encodings too");
+  qat_cmd->add_option("--distill-weight", qat_args.train.distill_weight,
+                      "knowledge distillation from the FP32 model: weight of its loss (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  qat_cmd->add_option("--distill-temperature", qat_args.train.distill_temperature, "distillation temperature")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   qat_cmd->add_option("--freeze-bn-epoch", qat_args.freeze_bn_epoch, "freeze BN statistics from this epoch (0-based)");
   qat_cmd->add_option("--layers", qat_args.layers, "selective QAT: train only these nodes")->delimiter(',');
   qat_cmd->add_option("--top-k", qat_args.top_k, "selective QAT: train only the k most sensitive layers (qat analyze)");

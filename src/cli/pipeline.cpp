@@ -303,9 +303,11 @@ int run_qat_command(const ModelArgs& model_args, const DataArgs& data_args, cons
   const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
   auto model = load_model(model_args, test_loader.dataset(), data_args.seed);
   const double fp32 = evaluate(*model, test_loader, "fp32").accuracy;
+  QatArgs args = qat_args;
+  // The teacher is the FP32 model as loaded: the sim below rebuilds `model`.
+  if (args.train.distill_weight > 0) args.train.teacher = load_model(model_args, test_loader.dataset(), data_args.seed);
   auto sim = make_calibrated_sim(model, sim_args, calibration);
   const double ptq = evaluate(sim->model(), test_loader, "ptq").accuracy;
-  QatArgs args = qat_args;
   if (args.top_k != 0) {
     args.layers = most_sensitive_layers(*sim, sim_args, calibration, args.analysis_batches, args.top_k);
     std::printf("selective QAT of the %ld most sensitive layers:", static_cast<long>(args.top_k));

@@ -78,6 +78,18 @@ void report_nonfinite(NonFinitePolicy policy, const std::string& what, const std
   std::fprintf(stderr, "\nwarning: %s at %s; skipping this step\n", what.c_str(), where.c_str());
 }
 
+// Cross-entropy, plus the distillation term when options ask for one.
+torch::Tensor training_loss(const torch::Tensor& logits, const data::Batch& batch, const TrainOptions& options) {
+  torch::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+  if (!options.teacher || options.distill_weight == 0.0) return loss;
+  torch::Tensor teacher_logits;
+  {
+    torch::NoGradGuard no_grad;
+    teacher_logits = options.teacher->forward(batch.images);
+  }
+  return loss + options.distill_weight * distillation_loss(logits, teacher_logits, options.distill_temperature);
+}
+
 }  // namespace
 
 EvalResult evaluate(GraphModule& model, const data::DataLoader& loader, const std::string& label, bool progress) {
@@ -105,6 +117,13 @@ EvalResult evaluate(GraphModule& model, const data::DataLoader& loader, const st
   return result;
 }
 
+torch::Tensor distillation_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
+                                double temperature) {
+  const torch::Tensor log_student = torch::log_softmax(student_logits / temperature, 1);
+  const torch::Tensor log_teacher = torch::log_softmax(teacher_logits.detach() / temperature, 1);
+  return (log_teacher.exp() * (log_teacher - log_student)).sum(1).mean() * (temperature * temperature);
+}
+
 double scheduled_lr(const TrainOptions& o, int64_t epoch_index) {
   if (o.schedule == "constant") return o.lr;
   if (o.schedule == "step") {
@@ -119,6 +138,14 @@ double scheduled_lr(const TrainOptions& o, int64_t epoch_index) {
 std::vector<EpochStats> train(GraphModule& model, const data::DataLoader& train_loader,
                               const data::DataLoader& test_loader, const TrainOptions& options) {
   scheduled_lr(options, 0);  // rejects a bad schedule before any work
+  if (options.distill_weight < 0 || !(options.distill_temperature > 0)) {
+    throw std::invalid_argument("distillation needs a weight >= 0 and a temperature > 0, got " +
+                                fixed(options.distill_weight, 3) + " and " + fixed(options.distill_temperature, 3));
+  }
+  if (options.distill_weight > 0 && !options.teacher) {
+    throw std::invalid_argument("distillation weight " + fixed(options.distill_weight, 3) + " without a teacher model");
+  }
+  if (options.teacher) options.teacher->eval();
   torch::optim::SGD optimizer(parameter_groups(model, options), torch::optim::SGDOptions(options.lr)
                                                                      .momentum(options.momentum)
                                                                      .weight_decay(options.weight_decay));
@@ -154,7 +181,7 @@ std::vector<EpochStats> train(GraphModule& model, const data::DataLoader& train_
       const data::Batch batch = *it;
       optimizer.zero_grad();
       const torch::Tensor logits = model.forward(batch.images);
-      const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+      const torch::Tensor loss = training_loss(logits, batch, options);
       const int64_t step = epoch * steps + index;
       const double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value)) {

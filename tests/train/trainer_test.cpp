@@ -274,5 +274,63 @@ TEST(Trainer, StepScheduleDividesByGamma) {
   EXPECT_THROW(scheduled_lr(o, 0), std::invalid_argument);
 }
 
+// Against the closed forms: KL(p || q) with p, q the softened teacher and
+// student distributions, times T^2; its gradient (q - p) * T / batch.
+TEST(Distillation, LossIsTheScaledKlDivergenceOfSoftenedLogits) {
+  torch::manual_seed(2);
+  const torch::Tensor student = (torch::randn({5, 10}, torch::kDouble) * 3).requires_grad_();
+  const torch::Tensor teacher = (torch::randn({5, 10}, torch::kDouble) * 3).requires_grad_();
+  for (double t : {1.0, 4.0}) {
+    const torch::Tensor p = torch::softmax(teacher.detach() / t, 1), q = torch::softmax(student.detach() / t, 1);
+    const double expected = (p * (p.log() - q.log())).sum().item<double>() / 5 * t * t;
+    const torch::Tensor loss = distillation_loss(student, teacher, t);
+    EXPECT_NEAR(loss.item<double>(), expected, 1e-12) << "T = " << t;
+    student.mutable_grad() = torch::Tensor();
+    loss.backward();
+    EXPECT_TRUE(torch::allclose(student.grad(), (q - p) * t / 5, 1e-12, 1e-14)) << "T = " << t;
+    EXPECT_FALSE(teacher.grad().defined()) << "the teacher must not learn";
+  }
+  EXPECT_NEAR(distillation_loss(teacher, teacher, 2.0).item<double>(), 0.0, 1e-12);
+}
+
+// A teacher trained on shifted labels (class c taught as c + 1): with a
+// strong distillation weight the student follows the teacher; with
+// cross-entropy alone it learns the true labels and ends far from it.
+TEST(Distillation, TrainingPullsTheStudentTowardTheTeacher) {
+  const auto train_loader = loader(data::Split::kTrain, 512, false);
+  const auto test_loader = loader(data::Split::kTest, 128, false);
+  data::Dataset shifted = subset(data::Split::kTrain, 512);
+  shifted.labels = (shifted.labels + 1) % 10;
+  data::LoaderOptions shifted_options;
+  shifted_options.batch_size = 64;
+  shifted_options.normalization = {{data::kFashionMnistMean}, {data::kFashionMnistStd}};
+  ZooOptions teacher_options;
+  teacher_options.seed = 11;
+  auto teacher = make_model("resnet8", teacher_options);
+  TrainOptions teach = quick_options();
+  train(*teacher, data::DataLoader(shifted, shifted_options), test_loader, teach);
+  const auto distance_after = [&](double weight) {
+    auto student = make_model("resnet8");
+    TrainOptions o = quick_options();
+    o.epochs = 1;
+    o.teacher = teacher;
+    o.distill_weight = weight;
+    o.distill_temperature = 2.0;
+    train(*student, train_loader, test_loader, o);
+    student->eval();
+    torch::NoGradGuard no_grad;
+    const torch::Tensor images = train_loader.batch(0, 0).images;
+    return distillation_loss(student->forward(images), teacher->forward(images), 2.0).item<double>();
+  };
+  EXPECT_LT(distance_after(10.0), 0.5 * distance_after(0.0));
+  TrainOptions bad = quick_options();
+  bad.distill_temperature = 0.0;
+  auto model = make_model("resnet8");
+  EXPECT_THROW(train(*model, train_loader, test_loader, bad), std::invalid_argument);
+  bad = quick_options();
+  bad.distill_weight = 1.0;  // and no teacher
+  EXPECT_THROW(train(*model, train_loader, test_loader, bad), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace qat
