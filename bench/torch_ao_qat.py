@@ -24,7 +24,13 @@ Linear) and resnet18 (torchvision's, with a 3x3 stride-1 stem for one input
 channel and no max-pool). Both use torchvision's QuantizableBasicBlock, so
 conv-bn-relu, conv-bn and the projection are fused for QAT (simulated BN
 folding, as qat's BatchNormMode::kSimulate) and the residual add-relu gets
-one quantizer, as qat's Add+Relu supergroup.
+one quantizer, as qat's Add+Relu supergroup. mobilenet_v2 and
+mobilenet_v2_x0_5 are the zoo's MobileNetV2 (ReLU6, stride-1 stem and
+first stages): conv-bn pairs are fused; ReLU6 cannot be fused in eager
+mode, so the conv-bn before it gets an Identity output quantizer and only
+the ReLU6 output is fake-quantized, as in qat (64 activation fake-quants
+per step in both, qat's 66 counting its global-average-pool output and
+the classifier weight's own node).
 
 Variants, as in qat_step:
   fp32    the float model, train mode
@@ -149,7 +155,96 @@ def resnet18():
     return model
 
 
-MODELS = {"resnet20": ResNet20, "resnet18": resnet18}
+def scaled(channels, width):
+    """src/zoo/zoo.cpp's channel rounding (torchvision's): a multiple of 8,
+    never below 8 or 90% of the target."""
+    target = channels * width
+    rounded = max(8, int(target + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * target else rounded
+
+
+class ConvBnReLU6(nn.Sequential):
+    """conv-bn-relu6 as one supergroup, as qat places quantizers: eager-mode
+    torch.ao cannot fuse ReLU6, so after fusing conv-bn the pair's own
+    output quantizer is an Identity (see relu6_groups_unobserved) and only
+    the ReLU6 output is fake-quantized."""
+
+    def __init__(self, cin, cout, kernel, stride, groups=1):
+        super().__init__(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU6())
+
+    def fuse(self, is_qat):
+        (tq.fuse_modules_qat if is_qat else tq.fuse_modules)(self, ["0", "1"], inplace=True)
+
+
+class ConvBn(nn.Sequential):
+    def __init__(self, cin, cout):
+        super().__init__(nn.Conv2d(cin, cout, 1, 1, 0, bias=False), nn.BatchNorm2d(cout))
+
+    def fuse(self, is_qat):
+        (tq.fuse_modules_qat if is_qat else tq.fuse_modules)(self, ["0", "1"], inplace=True)
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expansion):
+        super().__init__()
+        hidden = cin * expansion
+        layers = [ConvBnReLU6(cin, hidden, 1, 1)] if expansion != 1 else []
+        layers += [ConvBnReLU6(hidden, hidden, 3, stride, groups=hidden), ConvBn(hidden, cout)]
+        self.conv = nn.Sequential(*layers)
+        # The residual add and its output quantizer, where the block has one.
+        self.skip_add = nn.quantized.FloatFunctional() if stride == 1 and cin == cout else None
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.skip_add.add(y, x) if self.skip_add is not None else y
+
+
+class MobileNetV2(nn.Module):
+    """src/zoo/zoo.cpp's mobilenet_v2: torchvision's table with the first two
+    stride-2 stages at stride 1 for 28x28 inputs, ReLU6, 3x3 stride-1 stem."""
+
+    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1)]
+
+    def __init__(self, width=1.0, num_classes=10):
+        super().__init__()
+        self.quant = tq.QuantStub()
+        cin = scaled(32, width)
+        layers = [ConvBnReLU6(1, cin, 3, 1)]
+        for expansion, channels, repeats, stride in self.SETTINGS:
+            for i in range(repeats):
+                cout = scaled(channels, width)
+                layers.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expansion))
+                cin = cout
+        last = scaled(1280, max(1.0, width))
+        layers.append(ConvBnReLU6(cin, last, 1, 1))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(last, num_classes)
+        self.dequant = tq.DeQuantStub()
+        init_weights(self)
+
+    def forward(self, x):
+        x = self.avgpool(self.features(self.quant(x))).flatten(1)
+        return self.dequant(self.fc(x))
+
+    def fuse_model(self, is_qat=None):
+        for m in self.modules():
+            if isinstance(m, (ConvBnReLU6, ConvBn)):
+                m.fuse(is_qat)
+
+
+def relu6_groups_unobserved(model):
+    """The fused conv-bn inside each ConvBnReLU6 keeps its weight fake-quant
+    but gets an Identity output quantizer (qat quantizes only the ReLU6)."""
+    for m in model.modules():
+        if isinstance(m, ConvBnReLU6) and hasattr(m[0], "activation_post_process"):
+            m[0].activation_post_process = nn.Identity()
+
+
+MODELS = {"resnet20": ResNet20, "resnet18": resnet18, "mobilenet_v2": lambda: MobileNetV2(1.0),
+          "mobilenet_v2_x0_5": lambda: MobileNetV2(0.5)}
 
 
 def lsq_qconfig(channels):
@@ -205,6 +300,7 @@ def make_model(name, variant, calibration, state=None):
     else:
         raise ValueError("unknown variant " + variant)
     tq.prepare_qat(model, inplace=True)
+    relu6_groups_unobserved(model)
     model.eval()
     model.apply(tq.disable_fake_quant)
     with torch.no_grad():
@@ -396,7 +492,7 @@ def accuracy_run(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="resnet18,resnet20", help="comma-separated: resnet20, resnet18")
+    parser.add_argument("--models", default="resnet18,resnet20", help="comma-separated: resnet20, resnet18, mobilenet_v2, mobilenet_v2_x0_5")
     parser.add_argument("--variants", default="fp32,qat,qat_lsq", help="comma-separated: fp32, qat, qat_lsq")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
