@@ -351,11 +351,11 @@ int run_demo_command(const std::string& work_dir, int64_t fp32_epochs, int64_t q
   };
   std::vector<Row> rows{{"FP32", "-", fp32}};
   for (const auto& [w, a] : {std::pair{8, 8}, {4, 8}, {4, 4}}) {
-    const std::string bits = "W" + std::to_string(w) + "A" + std::to_string(a);
-    std::printf("== 2. PTQ %s (min-max calibration, 16 batches)\n", bits.c_str());
     SimArgs sim_args;
     sim_args.param_bits = w;
     sim_args.activation_bits = a;
+    const std::string bits = bits_label(sim_args);
+    std::printf("== 2. PTQ %s (min-max calibration, 16 batches)\n", bits.c_str());
     auto sim = make_calibrated_sim(load_model(model_args, train_loader.dataset(), 0), sim_args, calibration);
     rows.push_back({"PTQ", bits, evaluate(sim->model(), test_loader, "ptq " + bits).accuracy});
     if (w == 4 && a == 8) continue;  // QAT for the two ends of the range
