@@ -12,6 +12,22 @@
 
 namespace qat {
 
+// A ReLU or Clip evaluated inside the fake-quant kernels, on x before it is
+// quantized: fake_quantize(x, enc, FusedActivation::relu()) has the values
+// and gradients of fake_quantize(relu(x), enc) (ATen's relu: no gradient
+// at 0; Clip: gradient where lo <= x <= hi, as ATen's clamp), in one pass
+// over x each way instead of two. The quantizer of a ReLU's output absorbs
+// the ReLU this way (docs/quantsim.md).
+struct FusedActivation {
+  enum class Kind { kNone, kRelu, kClip };
+  Kind kind = Kind::kNone;
+  double lo = 0.0, hi = 0.0;  // kClip's bounds
+
+  static FusedActivation relu();
+  static FusedActivation clip(double lo, double hi);
+  bool none() const { return kind == Kind::kNone; }
+};
+
 // Integer codes q as a float tensor (so that the STE gradient can flow:
 // dq/dx = 1/s inside the grid, 0 outside).
 torch::Tensor quantize(const torch::Tensor& x, const Encoding& enc);
@@ -20,7 +36,7 @@ torch::Tensor dequantize(const torch::Tensor& q, const Encoding& enc);
 
 // dequantize(quantize(x)) in one pass. Gradient for x only (STE); the
 // encoding is treated as a constant. This is the op for frozen encodings.
-torch::Tensor fake_quantize(const torch::Tensor& x, const Encoding& enc);
+torch::Tensor fake_quantize(const torch::Tensor& x, const Encoding& enc, const FusedActivation& activation = {});
 
 // Range learning in the LSQ parameterisation: `scale` and `zero_point`
 // (shape [] or [C], float) receive gradients. zero_point is rounded (half
@@ -29,7 +45,7 @@ torch::Tensor fake_quantize(const torch::Tensor& x, const Encoding& enc);
 // `grad_factor` (LSQ uses 1 / sqrt(elements per channel * qmax)).
 torch::Tensor fake_quantize_learnable(const torch::Tensor& x, const torch::Tensor& scale,
                                       const torch::Tensor& zero_point, const QuantSpec& spec,
-                                      double grad_factor = 1.0);
+                                      double grad_factor = 1.0, const FusedActivation& activation = {});
 
 // LSQ's gradient scale for a tensor of this shape under this spec.
 double lsq_grad_factor(const torch::Tensor& x, const QuantSpec& spec);

@@ -9,6 +9,7 @@
 
 #include "qat/analyzers.h"
 #include "qat/encoding.h"
+#include "qat/fake_quant.h"
 
 #include <torch/nn/module.h>
 
@@ -55,7 +56,10 @@ class Quantizer : public torch::nn::Module {
   torch::Tensor applied_scale() const;
   torch::Tensor applied_zero_point() const;
 
-  torch::Tensor forward(const torch::Tensor& x);
+  // Quantizes activation(x): the ReLU or Clip the quantizer absorbed from
+  // the graph (docs/quantsim.md) applies in every state, so that a
+  // disabled or calibrating quantizer passes (and observes) activation(x).
+  torch::Tensor forward(const torch::Tensor& x, const FusedActivation& activation = {});
 
  private:
   void set_has_encoding(bool value);
@@ -74,6 +78,6 @@ class Quantizer : public torch::nn::Module {
 // The op a quantizing Quantizer applies, given its applied scale and zero
 // point: the LSQ op when `learnable`, the straight-through one otherwise.
 torch::Tensor apply_fake_quant(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zero_point,
-                               const QuantSpec& spec, bool learnable);
+                               const QuantSpec& spec, bool learnable, const FusedActivation& activation = {});
 
 }  // namespace qat

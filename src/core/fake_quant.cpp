@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -114,6 +115,46 @@ QAT_ALWAYS_INLINE T clamp_to(T v, T lo, T hi) {
   return v < lo ? lo : (v > hi ? hi : v);  // NaN passes through
 }
 
+// A fused activation in the form the loops use: the value is clamp(x, lo,
+// hi) and x's gradient passes where pass_lo <= x <= hi. ReLU's gradient at
+// 0 is 0 (ATen passes it where the output is > 0), so its pass_lo is the
+// smallest float above 0; Clip's passes at its bounds. With no activation
+// the bounds are infinite: the value is x and only NaN is stopped, which
+// the grid mask stops anyway.
+template <typename T>
+struct ActivationBounds {
+  T lo, hi, pass_lo;
+};
+
+template <typename T>
+ActivationBounds<T> bounds_of(const FusedActivation& activation) {
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  switch (activation.kind) {
+    case FusedActivation::Kind::kRelu:
+      return {T(0), inf, std::nextafter(T(0), inf)};
+    case FusedActivation::Kind::kClip: {
+      // Clip compares in the tensor's precision: the bounds are rounded to T.
+      const T lo = static_cast<T>(activation.lo), hi = static_cast<T>(activation.hi);
+      return {lo, hi, lo};
+    }
+    case FusedActivation::Kind::kNone:
+      break;
+  }
+  return {-inf, inf, -inf};
+}
+
+// Clip's expression (graph/clip.cpp): a NaN x stays NaN.
+template <typename T>
+QAT_ALWAYS_INLINE T activate(T x, const ActivationBounds<T>& a) {
+  const T above = x < a.lo ? a.lo : x;
+  return above > a.hi ? a.hi : above;
+}
+
+template <typename T>
+QAT_ALWAYS_INLINE bool passes(T x, const ActivationBounds<T>& a) {
+  return (x >= a.pass_lo) & (x <= a.hi);
+}
+
 // One channel's constants in the form the loops use. Codes are kept
 // relative to the zero point: r = q - z lies in [lo, hi] = [qmin - z,
 // qmax - z]. Since z and the bounds are integers, clamp(round(v) + z,
@@ -146,20 +187,23 @@ enum class Output { kFakeQuant, kCodes };
 // is built with -fno-trapping-math, which lets GCC turn the clamps into
 // min/max).
 
-// y = r * mul + add: r * s for fake-quant, r + z for codes.
+// y = r * mul + add for r the code of activate(x): r * s for fake-quant,
+// r + z for codes.
 template <typename T>
-QAT_ALWAYS_INLINE void forward_run(const T* x, T* y, int64_t n, const ChannelGrid<T>& g, T mul, T add) {
-  for (int64_t i = 0; i < n; ++i) y[i] = clamp_to(grid_code(x[i], g), g.lo, g.hi) * mul + add;
+QAT_ALWAYS_INLINE void forward_run(const T* x, T* y, int64_t n, const ChannelGrid<T>& g, const ActivationBounds<T>& a,
+                                   T mul, T add) {
+  for (int64_t i = 0; i < n; ++i) y[i] = clamp_to(grid_code(activate(x[i], a), g), g.lo, g.hi) * mul + add;
 }
 
-// The same, plus the STE mask: 1 where the code was on the grid.
+// The same, plus the STE mask: 1 where the activation passes x's gradient
+// and the code was on the grid.
 template <typename T>
-QAT_ALWAYS_INLINE void forward_run(const T* x, T* y, uint8_t* mask, int64_t n, const ChannelGrid<T>& g, T mul,
-                                   T add) {
+QAT_ALWAYS_INLINE void forward_run(const T* x, T* y, uint8_t* mask, int64_t n, const ChannelGrid<T>& g,
+                                   const ActivationBounds<T>& a, T mul, T add) {
   for (int64_t i = 0; i < n; ++i) {
-    const T r = grid_code(x[i], g);
+    const T r = grid_code(activate(x[i], a), g);
     const T on_grid_r = clamp_to(r, g.lo, g.hi);
-    mask[i] = on_grid_r == r;  // clamping changed nothing: on the grid (NaN: not)
+    mask[i] = (on_grid_r == r) & passes(x[i], a);  // clamping changed nothing: on the grid (NaN: not)
     y[i] = on_grid_r * mul + add;
   }
 }
@@ -188,17 +232,18 @@ QAT_ALWAYS_INLINE LsqTerms<T> lsq_terms(T x, T grad, const ChannelGrid<T>& g) {
   return {in ? grad : T(0), in ? (rq * g.s - x) * g.inv * grad : rq * grad, in ? T(0) : -grad * g.s};
 }
 
-// LSQ backward of one run: dx (STE) and the run's sums of the scale and
-// zero-point gradients. The sums are float SIMD reductions (`omp simd`
+// LSQ backward of one run: dx (STE, times the activation's gradient) and
+// the run's sums of the scale and zero-point gradients, which see the
+// activation's output. The sums are float SIMD reductions (`omp simd`
 // allows the reassociation), added into double per run.
 template <typename T>
 QAT_ALWAYS_INLINE void lsq_run(const T* __restrict x, const T* __restrict grad, T* __restrict dx, int64_t n,
-                               const ChannelGrid<T>& g, double* sums) {
+                               const ChannelGrid<T>& g, const ActivationBounds<T>& a, double* sums) {
   T sum_s = 0, sum_z = 0;
 #pragma omp simd reduction(+ : sum_s, sum_z)
   for (int64_t i = 0; i < n; ++i) {
-    const LsqTerms<T> t = lsq_terms(x[i], grad[i], g);
-    dx[i] = t.dx;
+    const LsqTerms<T> t = lsq_terms(activate(x[i], a), grad[i], g);
+    dx[i] = passes(x[i], a) ? t.dx : T(0);
     sum_s += t.dscale;
     sum_z += t.dzero;
   }
@@ -209,36 +254,37 @@ QAT_ALWAYS_INLINE void lsq_run(const T* __restrict x, const T* __restrict grad, 
 // The float loops once more, built for AVX2 as well (core/vector_clones.h).
 // Unqualified calls pick these overloads for float and the templates above
 // for double (used by tests).
-QAT_VECTOR_CLONES void forward_run(const float* x, float* y, int64_t n, const ChannelGrid<float>& g, float mul,
-                                   float add) {
-  forward_run<float>(x, y, n, g, mul, add);
+QAT_VECTOR_CLONES void forward_run(const float* x, float* y, int64_t n, const ChannelGrid<float>& g,
+                                   const ActivationBounds<float>& a, float mul, float add) {
+  forward_run<float>(x, y, n, g, a, mul, add);
 }
 QAT_VECTOR_CLONES void forward_run(const float* x, float* y, uint8_t* mask, int64_t n,
-                                   const ChannelGrid<float>& g, float mul, float add) {
-  forward_run<float>(x, y, mask, n, g, mul, add);
+                                   const ChannelGrid<float>& g, const ActivationBounds<float>& a, float mul,
+                                   float add) {
+  forward_run<float>(x, y, mask, n, g, a, mul, add);
 }
 QAT_VECTOR_CLONES void ste_run(const uint8_t* mask, const float* grad, float* dx, int64_t n, float factor) {
   ste_run<float>(mask, grad, dx, n, factor);
 }
 QAT_VECTOR_CLONES void lsq_run(const float* x, const float* grad, float* dx, int64_t n,
-                               const ChannelGrid<float>& g, double* sums) {
-  lsq_run<float>(x, grad, dx, n, g, sums);
+                               const ChannelGrid<float>& g, const ActivationBounds<float>& a, double* sums) {
+  lsq_run<float>(x, grad, dx, n, g, a, sums);
 }
 
 // y = fake-quantized x, or its integer codes q; mask (when not null)
 // records which elements the STE gradient passes.
 template <typename T>
 void fake_quant_forward(const T* x, T* y, uint8_t* mask, const Params<T>& p, const ChannelLayout& layout,
-                        Output output) {
+                        const ActivationBounds<T>& a, Output output) {
   at::parallel_for(0, layout.numel, kGrain, [&](int64_t begin, int64_t end) {
     for_channel_runs(layout, begin, end, [&](int64_t b, int64_t e, int64_t c) {
       const ChannelGrid<T> g = grid_of(p, c);
       const T mul = output == Output::kCodes ? T(1) : g.s;
       const T add = output == Output::kCodes ? g.z : T(0);
       if (mask) {
-        forward_run(x + b, y + b, mask + b, e - b, g, mul, add);
+        forward_run(x + b, y + b, mask + b, e - b, g, a, mul, add);
       } else {
-        forward_run(x + b, y + b, e - b, g, mul, add);
+        forward_run(x + b, y + b, e - b, g, a, mul, add);
       }
     });
   });
@@ -261,7 +307,7 @@ void ste_backward(const uint8_t* mask, const T* grad, T* dx, const Params<T>& p,
 // on the thread count.
 template <typename T>
 void lsq_backward(const T* x, const T* g, T* dx, double* dscale, double* dzero, const Params<T>& p,
-                  const ChannelLayout& layout) {
+                  const ChannelLayout& layout, const ActivationBounds<T>& a) {
   const int64_t chunks = (layout.numel + kGrain - 1) / kGrain;
   const int64_t channels = layout.channels;
   std::vector<double> part_s(static_cast<size_t>(chunks * channels), 0.0);
@@ -274,7 +320,7 @@ void lsq_backward(const T* x, const T* g, T* dx, double* dscale, double* dzero, 
       const int64_t last = std::min(layout.numel, first + kGrain);
       for_channel_runs(layout, first, last, [&](int64_t b, int64_t e, int64_t c) {
         double sums[2] = {0.0, 0.0};
-        lsq_run(x + b, g + b, dx + b, e - b, grid_of(p, c), sums);
+        lsq_run(x + b, g + b, dx + b, e - b, grid_of(p, c), a, sums);
         ps[c] += sums[0];
         pz[c] += sums[1];
       });
@@ -308,10 +354,11 @@ auto dispatch(const Tensor& x, const F& body) {
   return body(float{});
 }
 
-// The forward kernel on x; fills `mask` (a uint8 tensor shaped like x)
-// when it is defined.
+// The forward kernel on activation(x); fills `mask` (a uint8 tensor shaped
+// like x) when it is defined.
 Tensor forward_impl(const Tensor& x_in, const Tensor& scale, const Tensor& zero_point, int64_t qmin,
-                    int64_t qmax, int64_t axis, Output output, const Tensor& mask = Tensor()) {
+                    int64_t qmax, int64_t axis, const FusedActivation& activation, Output output,
+                    const Tensor& mask = Tensor()) {
   const Tensor x = x_in.contiguous();
   Tensor y = torch::empty_like(x);
   const ChannelLayout layout = layout_of(x, axis);
@@ -319,7 +366,7 @@ Tensor forward_impl(const Tensor& x_in, const Tensor& scale, const Tensor& zero_
     using T = decltype(tag);
     const auto p = params_of<T>(scale, zero_point, qmin, qmax, layout.channels);
     uint8_t* mask_data = mask.defined() ? mask.data_ptr<uint8_t>() : nullptr;
-    fake_quant_forward<T>(x.data_ptr<T>(), y.data_ptr<T>(), mask_data, p, layout, output);
+    fake_quant_forward<T>(x.data_ptr<T>(), y.data_ptr<T>(), mask_data, p, layout, bounds_of<T>(activation), output);
   });
   return y;
 }
@@ -332,15 +379,16 @@ void save_grid(AutogradContext* ctx, int64_t qmin, int64_t qmax, int64_t axis) {
 }
 
 // Straight-through estimator with the encoding held constant. The forward
-// saves a one-byte mask instead of x: backward is one masked multiply, and
-// it keeps a quarter of x's memory alive instead of x itself.
+// saves a one-byte mask instead of x (the activation's gradient folded in):
+// backward is one masked multiply, and it keeps a quarter of x's memory
+// alive instead of x itself.
 class FrozenQuantSte : public torch::autograd::Function<FrozenQuantSte> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& scale, const Tensor& zero_point,
-                        int64_t qmin, int64_t qmax, int64_t axis, bool codes) {
+                        int64_t qmin, int64_t qmax, int64_t axis, bool codes, const FusedActivation& activation) {
     const Tensor mask = torch::empty(x.sizes(), torch::TensorOptions().dtype(torch::kByte));
     const Output output = codes ? Output::kCodes : Output::kFakeQuant;
-    Tensor y = forward_impl(x, scale, zero_point, qmin, qmax, axis, output, mask);
+    Tensor y = forward_impl(x, scale, zero_point, qmin, qmax, axis, activation, output, mask);
     ctx->save_for_backward({mask, scale, zero_point});
     save_grid(ctx, qmin, qmax, axis);
     ctx->saved_data["codes"] = codes;
@@ -359,27 +407,45 @@ class FrozenQuantSte : public torch::autograd::Function<FrozenQuantSte> {
       const auto p = params_of<T>(saved[1], saved[2], qmin, qmax, layout.channels);
       ste_backward<T>(mask.data_ptr<uint8_t>(), g.data_ptr<T>(), dx.data_ptr<T>(), p, layout, divide_by_scale);
     });
-    return {dx, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {dx, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
 // Without a gradient to compute, skip autograd and the mask.
-Tensor frozen_quant(const Tensor& x, const Encoding& enc, bool codes) {
+Tensor frozen_quant(const Tensor& x, const Encoding& enc, bool codes, const FusedActivation& activation) {
   const int64_t qmin = enc.spec.grid.qmin(), qmax = enc.spec.grid.qmax(), axis = axis_of(enc.spec, x);
   if (torch::GradMode::is_enabled() && x.requires_grad()) {
-    return FrozenQuantSte::apply(x, enc.scale, enc.zero_point, qmin, qmax, axis, codes);
+    return FrozenQuantSte::apply(x, enc.scale, enc.zero_point, qmin, qmax, axis, codes, activation);
   }
-  return forward_impl(x, enc.scale, enc.zero_point, qmin, qmax, axis, codes ? Output::kCodes : Output::kFakeQuant);
+  const Output output = codes ? Output::kCodes : Output::kFakeQuant;
+  return forward_impl(x, enc.scale, enc.zero_point, qmin, qmax, axis, activation, output);
+}
+
+// The activation through saved_data, for FakeQuantLsq's backward.
+void save_activation(AutogradContext* ctx, const FusedActivation& activation) {
+  ctx->saved_data["activation"] = static_cast<int64_t>(activation.kind);
+  ctx->saved_data["activation_lo"] = activation.lo;
+  ctx->saved_data["activation_hi"] = activation.hi;
+}
+
+FusedActivation saved_activation(AutogradContext* ctx) {
+  FusedActivation a;
+  a.kind = static_cast<FusedActivation::Kind>(ctx->saved_data["activation"].toInt());
+  a.lo = ctx->saved_data["activation_lo"].toDouble();
+  a.hi = ctx->saved_data["activation_hi"].toDouble();
+  return a;
 }
 
 class FakeQuantLsq : public torch::autograd::Function<FakeQuantLsq> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& scale, const Tensor& zero_point,
-                        int64_t qmin, int64_t qmax, int64_t axis, double grad_factor) {
+                        int64_t qmin, int64_t qmax, int64_t axis, double grad_factor,
+                        const FusedActivation& activation) {
     ctx->save_for_backward({x, scale, zero_point});
     save_grid(ctx, qmin, qmax, axis);
     ctx->saved_data["grad_factor"] = grad_factor;
-    return forward_impl(x, scale, zero_point, qmin, qmax, axis, Output::kFakeQuant);
+    save_activation(ctx, activation);
+    return forward_impl(x, scale, zero_point, qmin, qmax, axis, activation, Output::kFakeQuant);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
@@ -398,13 +464,13 @@ class FakeQuantLsq : public torch::autograd::Function<FakeQuantLsq> {
       using T = decltype(tag);
       const auto p = params_of<T>(scale, zero_point, qmin, qmax, layout.channels);
       lsq_backward<T>(x.data_ptr<T>(), g.data_ptr<T>(), dx.data_ptr<T>(), dscale.data_ptr<double>(),
-                      dzero.data_ptr<double>(), p, layout);
+                      dzero.data_ptr<double>(), p, layout, bounds_of<T>(saved_activation(ctx)));
     });
     const auto as_param = [&](const Tensor& sum, const Tensor& param) {
       return (sum * grad_factor).to(param.scalar_type()).reshape(param.sizes());
     };
     return {dx, as_param(dscale, scale), as_param(dzero, zero_point), Tensor(), Tensor(), Tensor(),
-            Tensor()};
+            Tensor(), Tensor()};
   }
 };
 
@@ -412,7 +478,7 @@ Tensor round_ste(const Tensor& v) { return v + (v.round() - v).detach(); }
 
 }  // namespace
 
-Tensor quantize(const Tensor& x, const Encoding& enc) { return frozen_quant(x, enc, /*codes=*/true); }
+Tensor quantize(const Tensor& x, const Encoding& enc) { return frozen_quant(x, enc, /*codes=*/true, {}); }
 
 Tensor dequantize(const Tensor& q, const Encoding& enc) {
   const auto axis = enc.spec.channel_axis;
@@ -421,14 +487,20 @@ Tensor dequantize(const Tensor& q, const Encoding& enc) {
   return (q - z) * s;
 }
 
-Tensor fake_quantize(const Tensor& x, const Encoding& enc) { return frozen_quant(x, enc, /*codes=*/false); }
+Tensor fake_quantize(const Tensor& x, const Encoding& enc, const FusedActivation& activation) {
+  return frozen_quant(x, enc, /*codes=*/false, activation);
+}
 
 Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tensor& zero_point,
-                               const QuantSpec& spec, double grad_factor) {
+                               const QuantSpec& spec, double grad_factor, const FusedActivation& activation) {
   spec.grid.validate();
   return FakeQuantLsq::apply(x, scale, zero_point, spec.grid.qmin(), spec.grid.qmax(), axis_of(spec, x),
-                             grad_factor);
+                             grad_factor, activation);
 }
+
+FusedActivation FusedActivation::relu() { return {Kind::kRelu, 0.0, 0.0}; }
+
+FusedActivation FusedActivation::clip(double lo, double hi) { return {Kind::kClip, lo, hi}; }
 
 double lsq_grad_factor(const Tensor& x, const QuantSpec& spec) {
   const int64_t axis = axis_of(spec, x);

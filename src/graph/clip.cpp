@@ -106,4 +106,9 @@ Tensor clamp_with_mask(const Tensor& x, double lo, double hi) {
   return ClampWithMask::apply(x, lo, hi);
 }
 
+Tensor clamp_constant(const Tensor& x, double lo, double hi) {
+  if (torch::GradMode::is_enabled() && x.requires_grad()) return clamp_with_mask(x, lo, hi);
+  return torch::clamp(x, lo, hi);
+}
+
 }  // namespace qat::ops

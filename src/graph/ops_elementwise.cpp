@@ -68,13 +68,6 @@ bool float_on_cpu(const Tensor& x) {
   return x.device().is_cpu() && (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble);
 }
 
-// For a float CPU x: ATen's clamp with scalar bounds, or ours (clip.h)
-// when x needs a gradient.
-Tensor clamp_constant(const Tensor& x, double lo, double hi) {
-  if (torch::GradMode::is_enabled() && x.requires_grad()) return clamp_with_mask(x, lo, hi);
-  return torch::clamp(x, lo, hi);
-}
-
 // Opset 11 moved Clip's bounds from attributes to optional inputs; both are
 // accepted so that hand-built graphs may use either.
 Tensors clip(const OpContext& ctx, const Tensors& in) {

@@ -2,7 +2,7 @@
 // node is written as what a runtime's integer kernels expect:
 //
 //   QatFakeQuant on an initializer  -> int8 initializer -> DequantizeLinear
-//   QatFakeQuant on an activation   -> [Clip] -> QuantizeLinear -> DequantizeLinear
+//   QatFakeQuant on an activation   -> [its absorbed Relu/Clip] -> [Clip] -> QuantizeLinear -> DequantizeLinear
 //   QatConvBn                       -> Conv with the folded weight and bias
 //   Conv/Gemm float bias            -> int32 initializer (scale s_in * s_w) -> DequantizeLinear
 //   layout op on a quantized value  -> the op, then Q -> DQ with the same encoding
@@ -14,6 +14,7 @@
 #include "onnx/proto_builder.h"
 #include "qat/encodings.h"
 #include "qat/fake_quant.h"
+#include "sim/absorb_activations.h"
 #include "sim/batchnorm.h"
 #include "sim/recomputing_conv.h"
 
@@ -237,9 +238,28 @@ class QdqWriter {
     const std::string& in = node.inputs.at(0);
     if (m_.has_initializer(in)) {
       write_weight(in, node.name, m_.initializer(in), enc, node.outputs.at(0));
+    } else if (node.has_attr(kActivationAttr)) {
+      const std::string activated = write_absorbed_activation(node);
+      write_activation(activated, node.outputs.at(0), enc, activated);
     } else {
       write_activation(renamed(in), node.outputs.at(0), enc, in);
     }
+  }
+
+  // The Relu or Clip a quantizer absorbed (absorb_activations.h), as the
+  // model had it; returns its output.
+  std::string write_absorbed_activation(const Node& fq) {
+    Node activation;
+    activation.name = fq.attr_string(kActivationNodeAttr);
+    activation.op_type = fq.attr_string(kActivationAttr);
+    activation.inputs = fq.attributes.count(kActivationInputsAttr)
+                            ? std::get<std::vector<std::string>>(fq.attributes.at(kActivationInputsAttr))
+                            : std::vector<std::string>{};
+    if (activation.inputs.empty()) throw std::invalid_argument(fq.describe() + ": absorbed activation has no inputs");
+    activation.inputs[0] = renamed(fq.inputs.at(0));
+    activation.outputs = {fq.attr_string(kActivationOutputAttr)};
+    onnx_proto::add_graph_node(out_, activation);
+    return activation.outputs[0];
   }
 
   // Bias of a Conv/Gemm: int32 codes with scale s_in * s_w and zero point
@@ -275,6 +295,7 @@ class QdqWriter {
     for (const char* key : {"epsilon", "momentum", "frozen", "weight_quantizer", kInputQuantizerAttr}) {
       conv.attributes.erase(key);
     }
+    for (const char* key : {kActivationAttr, kActivationBoundsAttr}) conv.attributes.erase(kInputPrefix + std::string(key));
     conv.inputs = {renamed(node.inputs[0]), node.inputs[1], ""};
     if (node.has_attr("weight_quantizer")) {
       conv.inputs[1] = fresh(node.inputs[1] + ".quantized");

@@ -1,5 +1,7 @@
 #include "qat/sensitivity.h"
 
+#include "sim/absorb_activations.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -54,9 +56,12 @@ std::vector<LayerQuantizers> group_by_layer(QuantSim& sim) {
     (info.is_param ? entry.weights : entry.activations).push_back(info.name);
   }
   const Graph& g = sim.model().graph();
+  // An absorbed activation is found by the quantizer node that took its place.
   auto position = [&](const std::string& layer) -> int64_t {
     for (size_t i = 0; i < g.nodes.size(); ++i) {
-      if (g.nodes[i].name == layer) return static_cast<int64_t>(i);
+      if (g.nodes[i].name == layer || g.nodes[i].attr_string(kActivationNodeAttr, "") == layer) {
+        return static_cast<int64_t>(i);
+      }
     }
     return -1;
   };

@@ -3,6 +3,7 @@
 #include "sim/batchnorm.h"
 
 #include "qat/quantizer.h"
+#include "sim/absorb_activations.h"
 #include "sim/recomputing_conv.h"
 #include "sim/unfold.h"
 
@@ -66,12 +67,13 @@ Quantizer* quantizer_named(const OpContext& ctx, const char* attribute) {
   return &static_cast<Quantizer&>(ctx.module.attachment(ctx.node.attr_string(attribute)));
 }
 
-// `quantized` = quantizer(source) as an operand of the training conv:
-// recomputed from `source` in backward, or plain (no quantizer, or one
-// that passes its input through).
-ConvOperand operand(const OpContext& ctx, const Tensor& source, const Tensor& quantized, Quantizer* quantizer) {
-  if (quantizer && recomputes(ctx, *quantizer)) return {source, quantized, quantizer};
-  return {quantized, quantized, nullptr};
+// `quantized` = quantizer(activation(source)) as an operand of the
+// training conv: recomputed from `source` in backward, or plain (no
+// quantizer, or one that needs no recompute).
+ConvOperand operand(const OpContext& ctx, const Tensor& source, const Tensor& quantized, Quantizer* quantizer,
+                    const FusedActivation& activation = {}) {
+  if (quantizer && recomputes(ctx, *quantizer)) return {source, quantized, quantizer, activation};
+  return {quantized, quantized, nullptr, {}};
 }
 
 int64_t conv_output_numel(const Tensor& input, const Tensor& weight, const ConvGeometry& g) {
@@ -106,7 +108,8 @@ Tensor training_conv(const OpContext& ctx, const std::vector<Tensor>& in, const 
     return unfold_conv_output((*find_op("Conv"))(ctx, {in[0], weight})[0], fold.factor, bias);
   }
   Quantizer* input_quantizer = quantizer_named(ctx, kInputQuantizerAttr);
-  const ConvOperand input = operand(ctx, input_quantizer ? in.at(kFloatInputIndex) : in[0], in[0], input_quantizer);
+  const ConvOperand input = operand(ctx, input_quantizer ? in.at(kFloatInputIndex) : in[0], in[0], input_quantizer,
+                                    fused_activation(ctx.node, kInputPrefix));
   Tensor quantized_weight = folded;
   if (weight_quantizer) {
     // No history when backward recomputes it.

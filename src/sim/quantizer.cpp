@@ -1,10 +1,27 @@
 #include "qat/quantizer.h"
 
-#include "qat/fake_quant.h"
+#include "graph/clip.h"
 
 #include <stdexcept>
 
 namespace qat {
+namespace {
+
+// The absorbed activation alone, as the graph's Relu and Clip kernels
+// compute it.
+torch::Tensor activate(const torch::Tensor& x, const FusedActivation& activation) {
+  switch (activation.kind) {
+    case FusedActivation::Kind::kRelu:
+      return torch::relu(x);
+    case FusedActivation::Kind::kClip:
+      return ops::clamp_constant(x, activation.lo, activation.hi);
+    case FusedActivation::Kind::kNone:
+      break;
+  }
+  return x;
+}
+
+}  // namespace
 
 Quantizer::Quantizer(QuantSpec spec, std::string analyzer, int64_t channels)
     : spec_(std::move(spec)), analyzer_name_(std::move(analyzer)) {
@@ -83,19 +100,20 @@ torch::Tensor Quantizer::applied_zero_point() const {
   return spec_.channel_axis ? zero_point_ : zero_point_.reshape({});
 }
 
-torch::Tensor Quantizer::forward(const torch::Tensor& x) {
+torch::Tensor Quantizer::forward(const torch::Tensor& x, const FusedActivation& activation) {
   if (analyzer_) {
-    analyzer_->update(x.detach());
-    return x;
+    const torch::Tensor y = activate(x, activation);
+    analyzer_->update(y.detach());
+    return y;
   }
-  if (!enabled_ || !has_encoding()) return x;
-  return apply_fake_quant(x, applied_scale(), applied_zero_point(), spec_, trainable_);
+  if (!enabled_ || !has_encoding()) return activate(x, activation);
+  return apply_fake_quant(x, applied_scale(), applied_zero_point(), spec_, trainable_, activation);
 }
 
 torch::Tensor apply_fake_quant(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zero_point,
-                               const QuantSpec& spec, bool learnable) {
-  if (learnable) return fake_quantize_learnable(x, scale, zero_point, spec, lsq_grad_factor(x, spec));
-  return fake_quantize(x, Encoding{spec, scale, zero_point});
+                               const QuantSpec& spec, bool learnable, const FusedActivation& activation) {
+  if (learnable) return fake_quantize_learnable(x, scale, zero_point, spec, lsq_grad_factor(x, spec), activation);
+  return fake_quantize(x, Encoding{spec, scale, zero_point}, activation);
 }
 
 }  // namespace qat

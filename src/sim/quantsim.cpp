@@ -1,5 +1,6 @@
 #include "qat/quantsim.h"
 
+#include "sim/absorb_activations.h"
 #include "sim/batchnorm.h"
 #include "sim/recomputing_conv.h"
 
@@ -103,7 +104,7 @@ void register_fake_quant_op() {
     // Readers that differentiate through x themselves need no history here.
     const bool readers_recompute = ctx.node.attr_int(kReadersRecomputeAttr, 0) && recomputes(ctx, quantizer);
     torch::AutoGradMode grad_mode(torch::GradMode::is_enabled() && !readers_recompute);
-    return std::vector<Tensor>{quantizer.forward(in.at(0))};
+    return std::vector<Tensor>{quantizer.forward(in.at(0), fused_activation(ctx.node))};
   });
 }
 
@@ -286,7 +287,9 @@ QuantSim::QuantSim(std::shared_ptr<GraphModule> model, QuantSimOptions options, 
   } else {
     simulate_batchnorms(*model_);
   }
-  quantizers_ = Placement(*model_, options_, probe_dtypes(*model_, input_shape)).run();
+  const auto dtypes = probe_dtypes(*model_, input_shape);
+  quantizers_ = Placement(*model_, options_, dtypes).run();
+  absorb_activations(*model_, dtypes);
   link_quantized_conv_inputs(*model_);
 }
 

@@ -1,5 +1,6 @@
 #include "sim/recomputing_conv.h"
 
+#include "sim/absorb_activations.h"
 #include "sim/batchnorm.h"
 
 #include <ATen/ops/convolution_backward.h>
@@ -29,6 +30,17 @@ void save_operand(AutogradContext* ctx, const std::string& key, const ConvOperan
   ctx->saved_data[key + "has_axis"] = spec.channel_axis.has_value();
   ctx->saved_data[key + "axis"] = spec.channel_axis.value_or(0);
   ctx->saved_data[key + "learnable"] = operand.quantizer->trainable();
+  ctx->saved_data[key + "activation"] = static_cast<int64_t>(operand.activation.kind);
+  ctx->saved_data[key + "activation_lo"] = operand.activation.lo;
+  ctx->saved_data[key + "activation_hi"] = operand.activation.hi;
+}
+
+FusedActivation saved_activation(AutogradContext* ctx, const std::string& key) {
+  FusedActivation a;
+  a.kind = static_cast<FusedActivation::Kind>(ctx->saved_data[key + "activation"].toInt());
+  a.lo = ctx->saved_data[key + "activation_lo"].toDouble();
+  a.hi = ctx->saved_data[key + "activation_hi"].toDouble();
+  return a;
 }
 
 QuantSpec saved_spec(AutogradContext* ctx, const std::string& key) {
@@ -83,7 +95,8 @@ Rebuilt rebuild(AutogradContext* ctx, const std::string& key, const Tensor& sour
   r.leaves = {leaf_of(source, true), leaf_of(scale, learnable), leaf_of(zero_point, learnable)};
   r.wanted = any_wanted(r.leaves);
   torch::AutoGradMode enable_grad(true);
-  r.value = apply_fake_quant(r.leaves[0], r.leaves[1], r.leaves[2], saved_spec(ctx, key), learnable);
+  r.value = apply_fake_quant(r.leaves[0], r.leaves[1], r.leaves[2], saved_spec(ctx, key), learnable,
+                             saved_activation(ctx, key));
   return r;
 }
 
@@ -207,7 +220,7 @@ std::optional<ConvGeometry> static_conv_geometry(const Node& node, const std::ve
 }
 
 bool recomputes(const OpContext& ctx, const Quantizer& quantizer) {
-  return ctx.training && torch::GradMode::is_enabled() && quantizer.quantizing();
+  return ctx.training && torch::GradMode::is_enabled() && quantizer.quantizing() && quantizer.trainable();
 }
 
 Tensor recomputing_conv(const ConvOperand& input, const ConvOperand& weight, const ConvGeometry& geometry,
@@ -241,6 +254,7 @@ void link_quantized_conv_inputs(GraphModule& m) {
       conv.inputs.resize(kFloatInputIndex + 1);
       conv.inputs[kFloatInputIndex] = fq.inputs[0];
       conv.attributes[kInputQuantizerAttr] = fq.attr_string("quantizer");
+      copy_activation_attributes(fq, conv, kInputPrefix);
     }
     if (all_linked) fq.attributes[kReadersRecomputeAttr] = int64_t{1};
   }

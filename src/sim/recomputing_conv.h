@@ -20,7 +20,9 @@
 namespace qat {
 
 // Node attribute of a QatConvBn whose input 0 is the output of this
-// quantizer's QatFakeQuant node and whose input 7 is that node's input.
+// quantizer's QatFakeQuant node and whose input 7 is that node's input
+// (with the node's absorbed activation, if any, under kInputPrefix:
+// absorb_activations.h).
 inline constexpr const char* kInputQuantizerAttr = "input_quantizer";
 // Node attribute (1) of a QatFakeQuant node whose readers all are linked
 // convs: its output then needs no autograd history of its own.
@@ -41,15 +43,19 @@ std::optional<ConvGeometry> static_conv_geometry(const Node& node, const std::ve
 
 // Whether the conv recomputes this quantizer's output in this run:
 // training with gradients on, and the quantizer fake-quantizes (otherwise
-// its output is its input).
+// its output is its input) with a learned encoding. A frozen encoding's
+// backward needs only a byte mask: keeping the quantized value and that
+// mask costs about what keeping the source does (the ReLU's mask went
+// with the ReLU, absorb_activations.h), and saves the recompute.
 bool recomputes(const OpContext& ctx, const Quantizer& quantizer);
 
-// One operand of the conv: `value` = quantizer(source), already computed
-// (its value is used, its autograd history is not); or plain, with no
-// quantizer and value == source.
+// One operand of the conv: `value` = quantizer(activation(source)), already
+// computed (its value is used, its autograd history is not); or plain, with
+// no quantizer and value == source.
 struct ConvOperand {
   torch::Tensor source, value;
   const Quantizer* quantizer = nullptr;
+  FusedActivation activation;
 };
 
 // conv(input.value, weight.value), with gradients reaching the sources and

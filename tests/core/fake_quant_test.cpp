@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
+#include <limits>
 
 namespace qat {
 namespace {
@@ -370,6 +372,107 @@ TEST(FakeQuantGrad, MinMaxGradientsMatchFiniteDifferences) {
     const double d_hi = central_difference([&](double e) { return loss(-2.2, 1.9 + e); }, 1e-8);
     EXPECT_NEAR(lo.grad().item<double>(), d_lo, 1e-5) << "symmetric " << symmetric;
     EXPECT_NEAR(hi.grad().item<double>(), d_hi, 1e-5) << "symmetric " << symmetric;
+  }
+}
+
+// A fused activation against the activation run on its own: ATen's relu or
+// clamp, then ATen's fake-quant (values and STE gradient), or then the
+// unfused LSQ op (values and every gradient). Inputs sit on and next to the
+// activation's bounds, on signed zeros, denormals and infinities, and at
+// random around the grid.
+struct ActivationCase {
+  const char* name;
+  FusedActivation activation;
+  std::function<Tensor(const Tensor&)> reference;
+};
+
+// Infinities only where the reference is ours: ATen's fake-quant casts
+// x / s to int64 first, undefined for infinities (SaturatesBeyondInt64).
+Tensor activation_test_input(double lo, double hi, int64_t n, bool infinities) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> special{0.0f, -0.0f, 1e-45f, -1e-45f};
+  if (infinities) special.insert(special.end(), {inf, -inf});
+  for (double bound : {lo, hi}) {
+    const float b = static_cast<float>(bound);
+    special.insert(special.end(), {b, std::nextafter(b, inf), std::nextafter(b, -inf)});
+  }
+  Tensor x = torch::randn({n}) * 3;
+  x.slice(0, 0, static_cast<int64_t>(special.size())).copy_(torch::tensor(special));
+  return x;
+}
+
+std::vector<ActivationCase> activation_cases() {
+  return {{"relu", FusedActivation::relu(), [](const Tensor& x) { return torch::relu(x); }},
+          {"relu6", FusedActivation::clip(0.0, 6.0), [](const Tensor& x) { return torch::clamp(x, 0.0, 6.0); }},
+          {"clip", FusedActivation::clip(-1.3, 0.7), [](const Tensor& x) { return torch::clamp(x, -1.3, 0.7); }}};
+}
+
+TEST(FusedActivation, FakeQuantAndSteGradientEqualTheActivationThenATen) {
+  torch::manual_seed(18);
+  for (const auto& c : activation_cases()) {
+    for (int bits : {4, 8}) {
+      const QuantSpec spec = spec_of(bits, false);
+      const int64_t qmin = spec.grid.qmin(), qmax = spec.grid.qmax();
+      const Tensor x = activation_test_input(c.activation.lo, c.activation.hi, 4096, false).reshape({4, 8, 128});
+      const Tensor g = torch::randn({4, 8, 128});
+      const double scale = 4.0 / static_cast<double>(qmax);
+      const int64_t zero_point = bits == 4 ? 3 : 20;
+      const Encoding enc{spec, torch::tensor(static_cast<float>(scale)), torch::tensor(static_cast<float>(zero_point))};
+      const Tensor x_ours = x.clone().requires_grad_(), x_ref = x.clone().requires_grad_();
+      const Tensor ours = fake_quantize(x_ours, enc, c.activation);
+      const Tensor ref = at::fake_quantize_per_tensor_affine(c.reference(x_ref), scale, zero_point, qmin, qmax);
+      ASSERT_TRUE(torch::equal(ours, ref)) << c.name << " bits " << bits;
+      ours.backward(g);
+      ref.backward(g);
+      ASSERT_TRUE(torch::equal(x_ours.grad(), x_ref.grad())) << c.name << " bits " << bits;
+      // Without a gradient to compute, the same values through the maskless loop.
+      torch::NoGradGuard no_grad;
+      ASSERT_TRUE(torch::equal(fake_quantize(x, enc, c.activation), ref)) << c.name;
+    }
+    // Per channel, along axis 1.
+    QuantSpec spec = spec_of(8, true);
+    spec.channel_axis = 1;
+    const Tensor x = activation_test_input(c.activation.lo, c.activation.hi, 4096, false).reshape({4, 8, 128});
+    const Tensor scale = torch::rand({8}) * 0.05 + 0.01;
+    const Tensor zero_point = torch::randint(-5, 5, {8});
+    const Tensor ours = fake_quantize(x, Encoding{spec, scale, zero_point.to(torch::kFloat)}, c.activation);
+    const Tensor ref =
+        at::fake_quantize_per_channel_affine(c.reference(x), scale, zero_point.to(torch::kInt), 1, -128, 127);
+    ASSERT_TRUE(torch::equal(ours, ref)) << c.name << " per channel";
+  }
+}
+
+TEST(FusedActivation, LsqGradientsEqualTheActivationThenLsq) {
+  torch::manual_seed(19);
+  for (const auto& c : activation_cases()) {
+    QuantSpec spec = spec_of(4, false);
+    const Tensor x = activation_test_input(c.activation.lo, c.activation.hi, 6000, true).reshape({2, 3, 1000});
+    const Tensor g = torch::randn({2, 3, 1000});
+    const auto run = [&](bool fused) {
+      const Tensor xs = x.clone().requires_grad_();
+      const Tensor scale = torch::tensor({0.3f}).requires_grad_();
+      const Tensor zero_point = torch::tensor({4.0f}).requires_grad_();
+      const Tensor y = fused ? fake_quantize_learnable(xs, scale, zero_point, spec, 0.1, c.activation)
+                             : fake_quantize_learnable(c.reference(xs), scale, zero_point, spec, 0.1);
+      y.backward(g);
+      return std::vector<Tensor>{y.detach(), xs.grad(), scale.grad(), zero_point.grad()};
+    };
+    const auto ours = run(true), ref = run(false);
+    for (size_t i = 0; i < ours.size(); ++i) {
+      EXPECT_TRUE(torch::equal(ours[i], ref[i])) << c.name << " output " << i;
+    }
+  }
+}
+
+TEST(FusedActivation, NanStaysNanWithoutGradient) {
+  const Encoding enc{spec_of(8, false), torch::tensor(0.05f), torch::tensor(10.0f)};
+  for (const auto& c : activation_cases()) {
+    const Tensor x = torch::tensor({std::nanf(""), 0.5f}).requires_grad_();
+    const Tensor y = fake_quantize(x, enc, c.activation);
+    EXPECT_TRUE(std::isnan(y[0].item<float>())) << c.name;
+    y.sum().backward();
+    EXPECT_EQ(x.grad()[0].item<float>(), 0.0f) << c.name;
+    EXPECT_EQ(x.grad()[1].item<float>(), 1.0f) << c.name;
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <iostream>
 #include <limits>
+#include <map>
 #include <set>
 
 namespace qat {
@@ -74,6 +75,24 @@ TEST(Sensitivity, LeavesEveryQuantizerEnabled) {
                                      images(batches(data::Split::kTrain, 0, 64)));
   analyze_sensitivity(*sim, batches(data::Split::kTrain, 64, 64));
   for (const auto& info : sim->quantizers()) EXPECT_TRUE(sim->quantizer(info.name).enabled()) << info.name;
+}
+
+// Rows follow the model's order (the input first), absorbed ReLUs included.
+TEST(Sensitivity, ReportListsLayersInModelOrder) {
+  auto model = testing::trained_resnet8(20);
+  std::map<std::string, size_t> order{{model->graph().inputs[0].name, 0}};
+  for (const Node& node : model->graph().nodes) order.emplace(node.name, order.size());
+  auto sim = testing::calibrated_sim(testing::clone(*model), testing::sim_options(8, 8),
+                                     images(batches(data::Split::kTrain, 0, 64)));
+  const SensitivityReport report = analyze_sensitivity(*sim, batches(data::Split::kTrain, 64, 64));
+  size_t relus = 0, previous = 0;
+  for (const auto& row : report.layers) {
+    ASSERT_TRUE(order.count(row.layer)) << row.layer;
+    EXPECT_GE(order.at(row.layer), previous) << row.layer;
+    previous = order.at(row.layer);
+    relus += row.layer.rfind("Relu", 0) == 0;
+  }
+  EXPECT_EQ(relus, 7u);
 }
 
 TEST(Sensitivity, TopKOutOfRangeNamesTheOption) {
