@@ -67,6 +67,10 @@ struct TrainOptions {
   std::shared_ptr<GraphModule> teacher;
   double distill_weight = 0.0;
   double distill_temperature = 1.0;
+  // A term added to every step's loss (QAT: oscillation dampening), given
+  // the fraction of training done before the step, for weights annealed
+  // over the run. The reported train loss includes it.
+  std::function<torch::Tensor(double progress)> regularizer;
 };
 
 struct EpochStats {

@@ -159,6 +159,10 @@ int main(int argc, char** argv) {
   qat_cmd->add_option("--distill-temperature", qat_args.train.distill_temperature, "distillation temperature")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  qat_cmd->add_option("--dampen", qat_args.dampen_weight,
+                      "oscillation dampening: final weight of the loss pulling weights to their bin centres (0: off)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   qat_cmd->add_option("--freeze-bn-epoch", qat_args.freeze_bn_epoch, "freeze BN statistics from this epoch (0-based)");
   qat_cmd->add_option("--layers", qat_args.layers, "selective QAT: train only these nodes")->delimiter(',');
   qat_cmd->add_option("--top-k", qat_args.top_k, "selective QAT: train only the k most sensitive layers (qat analyze)");

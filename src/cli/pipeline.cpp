@@ -3,6 +3,7 @@
 #include "qat/adaround.h"
 #include "qat/bn_reestimation.h"
 #include "qat/cle.h"
+#include "qat/dampening.h"
 #include "qat/onnx_import.h"
 #include "qat/progress.h"
 #include "qat/seq_mse.h"
@@ -240,6 +241,11 @@ std::vector<EpochStats> run_qat(QuantSim& sim, const QatArgs& args, const data::
   options.on_epoch_start = [&](int64_t epoch) {
     sim.freeze_batchnorm_stats(args.freeze_bn_epoch >= 0 && epoch >= args.freeze_bn_epoch);
   };
+  if (args.dampen_weight > 0) {
+    options.regularizer = [&](double progress) {
+      return dampening_weight(args.dampen_weight, progress) * oscillation_dampening_loss(sim);
+    };
+  }
   return train(sim.model(), train_loader, test_loader, options);
 }
 

@@ -61,6 +61,7 @@ struct QatArgs {
   std::vector<std::string> layers;  // selective QAT: train only these nodes
   int64_t top_k = 0;                // selective QAT of the k most sensitive layers
   int64_t analysis_batches = 16;    // batches the sensitivity analysis runs
+  double dampen_weight = 0.0;       // oscillation dampening's final weight (0: off)
   bool bn_reestimate = false;       // re-estimate BN statistics after QAT
   int64_t bn_reestimate_batches = 100;
 };

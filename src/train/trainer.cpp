@@ -181,8 +181,11 @@ std::vector<EpochStats> train(GraphModule& model, const data::DataLoader& train_
       const data::Batch batch = *it;
       optimizer.zero_grad();
       const torch::Tensor logits = model.forward(batch.images);
-      const torch::Tensor loss = training_loss(logits, batch, options);
       const int64_t step = epoch * steps + index;
+      torch::Tensor loss = training_loss(logits, batch, options);
+      if (options.regularizer) {
+        loss = loss + options.regularizer(static_cast<double>(step) / static_cast<double>(options.epochs * steps));
+      }
       const double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value)) {
         report_nonfinite(options.on_nonfinite, "loss is " + fixed(loss_value, 3), step_name(epoch + 1, index, step));

@@ -106,6 +106,31 @@ TEST(Trainer, StepsPerEpochStopsAfterThatManyBatches) {
                             untouched->initializer(untouched->initializer_names()[0])));
 }
 
+// The regularizer joins every step's loss (and the reported train loss),
+// called with the fraction of training done: 2 epochs of 2 steps.
+TEST(Trainer, RegularizerJoinsEveryStepWithTheTrainingProgress) {
+  const auto test_loader = loader(data::Split::kTest, 64, false);
+  TrainOptions o = quick_options();
+  o.lr = 0.0;  // the same weights every step: the two runs' losses differ only by the term
+  const auto run = [&](bool regularized) {
+    std::vector<double> progress;
+    o.regularizer = nullptr;
+    if (regularized) {
+      o.regularizer = [&](double t) {
+        progress.push_back(t);
+        return torch::tensor(10.0);
+      };
+    }
+    auto model = make_model("resnet8");
+    return std::make_pair(train(*model, loader(data::Split::kTrain, 128, false), test_loader, o), progress);
+  };
+  const auto [plain, none] = run(false);
+  const auto [with_term, progress] = run(true);
+  EXPECT_TRUE(none.empty());
+  EXPECT_EQ(progress, (std::vector<double>{0.0, 0.25, 0.5, 0.75}));
+  for (size_t e = 0; e < plain.size(); ++e) EXPECT_NEAR(with_term[e].train_loss, plain[e].train_loss + 10.0, 1e-6);
+}
+
 TEST(Checkpoint, CorruptTruncatedAndForeignFilesAreRejectedByName) {
   auto model = make_model("resnet8");
   torch::optim::SGD sgd(model->parameters(), 0.1);
