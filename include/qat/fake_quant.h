@@ -47,6 +47,18 @@ torch::Tensor fake_quantize_learnable(const torch::Tensor& x, const torch::Tenso
                                       const torch::Tensor& zero_point, const QuantSpec& spec,
                                       double grad_factor = 1.0, const FusedActivation& activation = {});
 
+// fake_quantize_learnable's forward value and its backward for the output
+// gradient `grad`, in one pass over x instead of two: the same floats as
+// the op's forward and backward. For callers that recompute the value in
+// backward (recomputing convs) once they hold its gradient.
+struct LearnableFakeQuantPass {
+  torch::Tensor value, grad_x, grad_scale, grad_zero_point;
+};
+LearnableFakeQuantPass fake_quantize_learnable_pass(const torch::Tensor& x, const torch::Tensor& grad,
+                                                    const torch::Tensor& scale, const torch::Tensor& zero_point,
+                                                    const QuantSpec& spec, double grad_factor,
+                                                    const FusedActivation& activation = {});
+
 // LSQ's gradient scale for a tensor of this shape under this spec.
 double lsq_grad_factor(const torch::Tensor& x, const QuantSpec& spec);
 

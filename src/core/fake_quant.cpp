@@ -304,9 +304,10 @@ void ste_backward(const uint8_t* mask, const T* grad, T* dx, const Params<T>& p,
 
 // LSQ backward over the whole tensor. Runs never cross a fixed-size chunk
 // and chunk sums are added in chunk order, so the result does not depend
-// on the thread count.
+// on the thread count. With `y`, each run's forward value is written right
+// after its backward, while the run's x is still in cache.
 template <typename T>
-void lsq_backward(const T* x, const T* g, T* dx, double* dscale, double* dzero, const Params<T>& p,
+void lsq_backward(const T* x, const T* g, T* dx, T* y, double* dscale, double* dzero, const Params<T>& p,
                   const ChannelLayout& layout, const ActivationBounds<T>& a) {
   const int64_t chunks = (layout.numel + kGrain - 1) / kGrain;
   const int64_t channels = layout.channels;
@@ -320,7 +321,9 @@ void lsq_backward(const T* x, const T* g, T* dx, double* dscale, double* dzero, 
       const int64_t last = std::min(layout.numel, first + kGrain);
       for_channel_runs(layout, first, last, [&](int64_t b, int64_t e, int64_t c) {
         double sums[2] = {0.0, 0.0};
-        lsq_run(x + b, g + b, dx + b, e - b, grid_of(p, c), a, sums);
+        const ChannelGrid<T> grid = grid_of(p, c);
+        lsq_run(x + b, g + b, dx + b, e - b, grid, a, sums);
+        if (y) forward_run(x + b, y + b, e - b, grid, a, grid.s, T(0));
         ps[c] += sums[0];
         pz[c] += sums[1];
       });
@@ -436,6 +439,35 @@ FusedActivation saved_activation(AutogradContext* ctx) {
   return a;
 }
 
+// The LSQ backward for output gradient `grad` (and, with_value, the
+// forward value too, in the same pass over x).
+LearnableFakeQuantPass lsq_pass(const Tensor& x_in, const Tensor& grad, const Tensor& scale, const Tensor& zero_point,
+                                int64_t qmin, int64_t qmax, int64_t axis, double grad_factor,
+                                const FusedActivation& activation, bool with_value) {
+  const Tensor x = x_in.contiguous();
+  const Tensor g = grad.to(x.scalar_type()).contiguous();
+  LearnableFakeQuantPass pass;
+  pass.grad_x = torch::empty_like(x);
+  if (with_value) pass.value = torch::empty_like(x);
+  const ChannelLayout layout = layout_of(x, axis);
+  const auto sum_options = torch::TensorOptions().dtype(torch::kDouble);
+  Tensor dscale = torch::zeros({layout.channels}, sum_options);
+  Tensor dzero = torch::zeros({layout.channels}, sum_options);
+  dispatch(x, [&](auto tag) {
+    using T = decltype(tag);
+    const auto p = params_of<T>(scale, zero_point, qmin, qmax, layout.channels);
+    T* y = with_value ? pass.value.data_ptr<T>() : nullptr;
+    lsq_backward<T>(x.data_ptr<T>(), g.data_ptr<T>(), pass.grad_x.data_ptr<T>(), y, dscale.data_ptr<double>(),
+                    dzero.data_ptr<double>(), p, layout, bounds_of<T>(activation));
+  });
+  const auto as_param = [&](const Tensor& sum, const Tensor& param) {
+    return (sum * grad_factor).to(param.scalar_type()).reshape(param.sizes());
+  };
+  pass.grad_scale = as_param(dscale, scale);
+  pass.grad_zero_point = as_param(dzero, zero_point);
+  return pass;
+}
+
 class FakeQuantLsq : public torch::autograd::Function<FakeQuantLsq> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& scale, const Tensor& zero_point,
@@ -449,28 +481,11 @@ class FakeQuantLsq : public torch::autograd::Function<FakeQuantLsq> {
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const Tensor x = saved[0].contiguous();
-    const Tensor& scale = saved[1];
-    const Tensor& zero_point = saved[2];
-    const int64_t qmin = ctx->saved_data["qmin"].toInt(), qmax = ctx->saved_data["qmax"].toInt();
-    const double grad_factor = ctx->saved_data["grad_factor"].toDouble();
-    const Tensor g = grads[0].to(x.scalar_type()).contiguous();
-    Tensor dx = torch::empty_like(x);
-    const ChannelLayout layout = layout_of(x, ctx->saved_data["axis"].toInt());
-    const auto sum_options = torch::TensorOptions().dtype(torch::kDouble);
-    Tensor dscale = torch::zeros({layout.channels}, sum_options);
-    Tensor dzero = torch::zeros({layout.channels}, sum_options);
-    dispatch(x, [&](auto tag) {
-      using T = decltype(tag);
-      const auto p = params_of<T>(scale, zero_point, qmin, qmax, layout.channels);
-      lsq_backward<T>(x.data_ptr<T>(), g.data_ptr<T>(), dx.data_ptr<T>(), dscale.data_ptr<double>(),
-                      dzero.data_ptr<double>(), p, layout, bounds_of<T>(saved_activation(ctx)));
-    });
-    const auto as_param = [&](const Tensor& sum, const Tensor& param) {
-      return (sum * grad_factor).to(param.scalar_type()).reshape(param.sizes());
-    };
-    return {dx, as_param(dscale, scale), as_param(dzero, zero_point), Tensor(), Tensor(), Tensor(),
-            Tensor(), Tensor()};
+    auto& d = ctx->saved_data;
+    const LearnableFakeQuantPass pass =
+        lsq_pass(saved[0], grads[0], saved[1], saved[2], d["qmin"].toInt(), d["qmax"].toInt(), d["axis"].toInt(),
+                 d["grad_factor"].toDouble(), saved_activation(ctx), /*with_value=*/false);
+    return {pass.grad_x, pass.grad_scale, pass.grad_zero_point, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -501,6 +516,14 @@ Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tenso
 FusedActivation FusedActivation::relu() { return {Kind::kRelu, 0.0, 0.0}; }
 
 FusedActivation FusedActivation::clip(double lo, double hi) { return {Kind::kClip, lo, hi}; }
+
+LearnableFakeQuantPass fake_quantize_learnable_pass(const Tensor& x, const Tensor& grad, const Tensor& scale,
+                                                    const Tensor& zero_point, const QuantSpec& spec,
+                                                    double grad_factor, const FusedActivation& activation) {
+  spec.grid.validate();
+  return lsq_pass(x, grad, scale.detach(), zero_point.detach(), spec.grid.qmin(), spec.grid.qmax(), axis_of(spec, x),
+                  grad_factor, activation, /*with_value=*/true);
+}
 
 double lsq_grad_factor(const Tensor& x, const QuantSpec& spec) {
   const int64_t axis = axis_of(spec, x);

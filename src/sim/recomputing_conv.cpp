@@ -7,6 +7,8 @@
 #include <torch/autograd.h>
 
 #include <algorithm>
+#include <array>
+#include <tuple>
 
 namespace qat {
 namespace {
@@ -18,7 +20,8 @@ using torch::autograd::tensor_list;
 constexpr const char* kFakeQuantOp = "QatFakeQuant";
 
 // What backward needs to recompute one operand: its quantizer's spec and
-// whether the LSQ op applied. Stored under a per-operand key prefix.
+// absorbed activation (the quantizer learns its encoding: recomputes()).
+// Stored under a per-operand key prefix.
 void save_operand(AutogradContext* ctx, const std::string& key, const ConvOperand& operand) {
   ctx->saved_data[key + "quantized"] = operand.quantizer != nullptr;
   if (!operand.quantizer) return;
@@ -29,7 +32,6 @@ void save_operand(AutogradContext* ctx, const std::string& key, const ConvOperan
   ctx->saved_data[key + "symmetric"] = spec.symmetric;
   ctx->saved_data[key + "has_axis"] = spec.channel_axis.has_value();
   ctx->saved_data[key + "axis"] = spec.channel_axis.value_or(0);
-  ctx->saved_data[key + "learnable"] = operand.quantizer->trainable();
   ctx->saved_data[key + "activation"] = static_cast<int64_t>(operand.activation.kind);
   ctx->saved_data[key + "activation_lo"] = operand.activation.lo;
   ctx->saved_data[key + "activation_hi"] = operand.activation.hi;
@@ -90,12 +92,11 @@ bool any_wanted(const std::vector<Tensor>& leaves) {
 Rebuilt rebuild(AutogradContext* ctx, const std::string& key, const Tensor& source, const Tensor& scale,
                 const Tensor& zero_point) {
   if (!ctx->saved_data[key + "quantized"].toBool()) return {source, {}, source.requires_grad()};
-  const bool learnable = ctx->saved_data[key + "learnable"].toBool();
   Rebuilt r;
-  r.leaves = {leaf_of(source, true), leaf_of(scale, learnable), leaf_of(zero_point, learnable)};
+  r.leaves = {leaf_of(source, true), leaf_of(scale, true), leaf_of(zero_point, true)};
   r.wanted = any_wanted(r.leaves);
   torch::AutoGradMode enable_grad(true);
-  r.value = apply_fake_quant(r.leaves[0], r.leaves[1], r.leaves[2], saved_spec(ctx, key), learnable,
+  r.value = apply_fake_quant(r.leaves[0], r.leaves[1], r.leaves[2], saved_spec(ctx, key), /*learnable=*/true,
                              saved_activation(ctx, key));
   return r;
 }
@@ -113,6 +114,45 @@ Rebuilt rebuild_divided_weight(AutogradContext* ctx, const Tensor& source, const
   r.wanted = any_wanted(r.leaves);
   torch::AutoGradMode enable_grad(true);
   r.value = r.value / per_out_channel(r.leaves[3], r.value.dim());
+  return r;
+}
+
+std::tuple<Tensor, Tensor, Tensor> convolution_backward(const Tensor& grad_out, const Tensor& input,
+                                                        const Tensor& weight, const ConvGeometry& g,
+                                                        std::array<bool, 3> wanted) {
+  return at::convolution_backward(grad_out, input, weight, std::vector<int64_t>{weight.size(0)}, g.strides, g.padding,
+                                  g.dilations, /*transposed=*/false, std::vector<int64_t>(g.strides.size(), 0),
+                                  g.groups, wanted);
+}
+
+// The input operand in backward: the value the conv saw, and the gradients
+// of the source, scale and zero point (undefined where not wanted). A
+// quantized input's value is recomputed and differentiated in one pass
+// over the source (fake_quantize_learnable_pass), which is why its gradient
+// is taken from the conv first: that needs only the weight (and the
+// input's shape, which the source has).
+struct InputBackward {
+  Tensor value, source, scale, zero_point;
+};
+
+InputBackward input_backward(AutogradContext* ctx, const std::vector<Tensor>& saved, const Tensor& grad_out,
+                             const Tensor& weight, const ConvGeometry& g) {
+  const Tensor& source = saved[0];
+  const bool quantized = ctx->saved_data["x.quantized"].toBool();
+  InputBackward r{source, {}, {}, {}};
+  if (!quantized && !source.requires_grad()) return r;
+  const Tensor grad_value = std::get<0>(convolution_backward(grad_out, source, weight, g, {true, false, false}));
+  if (!quantized) {
+    r.source = grad_value;
+    return r;
+  }
+  const QuantSpec spec = saved_spec(ctx, "x.");
+  const LearnableFakeQuantPass pass = fake_quantize_learnable_pass(
+      source, grad_value, saved[1], saved[2], spec, lsq_grad_factor(source, spec), saved_activation(ctx, "x."));
+  r.value = pass.value;
+  if (source.requires_grad()) r.source = pass.grad_x;
+  if (saved[1].requires_grad()) r.scale = pass.grad_scale;
+  if (saved[2].requires_grad()) r.zero_point = pass.grad_zero_point;
   return r;
 }
 
@@ -139,46 +179,36 @@ struct RecomputingConv : torch::autograd::Function<RecomputingConv> {
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const Rebuilt x = rebuild(ctx, "x.", saved[0], saved[1], saved[2]);
     const Rebuilt w = ctx->saved_data["divided"].toBool()
                           ? rebuild_divided_weight(ctx, saved[3], saved[4], saved[5], saved[6])
                           : rebuild(ctx, "w.", saved[3], saved[4], saved[5]);
     const ConvGeometry g = saved_geometry(ctx);
+    const InputBackward x = input_backward(ctx, saved, grads[0], w.value.detach(), g);
     const bool bias_wanted = ctx->saved_data["bias_wanted"].toBool();
-    const std::vector<int64_t> bias_sizes = {w.value.size(0)};
-    auto [grad_x, grad_w, grad_bias] = at::convolution_backward(
-        grads[0], x.value.detach(), w.value.detach(), bias_sizes, g.strides, g.padding, g.dilations,
-        /*transposed=*/false, std::vector<int64_t>(g.strides.size(), 0), g.groups, {x.wanted, w.wanted, bias_wanted});
-    // Through the recomputed quantizers (and division), in one backward pass.
-    std::vector<Tensor> outputs, output_grads, wanted;
-    for (const auto& [rebuilt, grad] : {std::pair<const Rebuilt&, const Tensor&>{x, grad_x}, {w, grad_w}}) {
-      if (rebuilt.leaves.empty() || !grad.defined()) continue;
-      outputs.push_back(rebuilt.value);
-      output_grads.push_back(grad);
-      for (const auto& leaf : rebuilt.leaves) {
+    Tensor grad_w, grad_bias;
+    if (w.wanted || bias_wanted) {
+      std::tie(std::ignore, grad_w, grad_bias) =
+          convolution_backward(grads[0], x.value.detach(), w.value.detach(), g, {false, w.wanted, bias_wanted});
+    }
+    // Through the recomputed weight quantizer (and division).
+    std::vector<Tensor> gw(4);
+    if (w.leaves.empty()) {
+      gw[0] = grad_w;
+    } else if (grad_w.defined()) {
+      std::vector<Tensor> wanted;
+      for (const auto& leaf : w.leaves) {
         if (leaf.defined() && leaf.requires_grad()) wanted.push_back(leaf);
       }
+      const auto got = torch::autograd::grad({w.value}, wanted, {grad_w}, /*retain_graph=*/false,
+                                             /*create_graph=*/false, /*allow_unused=*/true);
+      size_t next = 0;
+      for (size_t i = 0; i < w.leaves.size(); ++i) {
+        if (w.leaves[i].defined() && w.leaves[i].requires_grad()) gw[i] = got[next++];
+      }
     }
-    const auto got = wanted.empty() ? std::vector<Tensor>{}
-                                    : torch::autograd::grad(outputs, wanted, output_grads, /*retain_graph=*/false,
-                                                            /*create_graph=*/false, /*allow_unused=*/true);
-    size_t next = 0;
-    auto leaf_grads = [&](const Rebuilt& rebuilt, const Tensor& plain_grad) {
-      std::vector<Tensor> result(4);
-      if (rebuilt.leaves.empty()) {
-        result[0] = plain_grad;
-        return result;
-      }
-      for (size_t i = 0; i < rebuilt.leaves.size(); ++i) {
-        if (rebuilt.leaves[i].defined() && rebuilt.leaves[i].requires_grad()) result[i] = got[next++];
-      }
-      return result;
-    };
-    const auto gx = leaf_grads(x, grad_x);
-    const auto gw = leaf_grads(w, grad_w);
     // One gradient per forward argument: none for the quantized values,
     // whose history the caller dropped, nor for the non-tensor arguments.
-    return {gx[0], Tensor(), gx[1], gx[2], gw[0], Tensor(), gw[1], gw[2], gw[3], grad_bias,
+    return {x.source, Tensor(), x.scale, x.zero_point, gw[0], Tensor(), gw[1], gw[2], gw[3], grad_bias,
             Tensor(), Tensor(), Tensor()};
   }
 };

@@ -464,6 +464,30 @@ TEST(FusedActivation, LsqGradientsEqualTheActivationThenLsq) {
   }
 }
 
+// The one-pass value and backward equal the op's forward and backward,
+// per tensor and per channel (runs split at channel and chunk edges).
+TEST(FakeQuantGrad, LearnablePassEqualsForwardThenBackward) {
+  torch::manual_seed(20);
+  for (bool per_channel : {false, true}) {
+    QuantSpec spec = spec_of(4, false);
+    if (per_channel) spec.channel_axis = 1;
+    const int64_t channels = per_channel ? 5 : 1;
+    const Tensor x = torch::randn({3, 5, 7001}) * 2;  // runs of 7001: not a multiple of the chunk
+    const Tensor grad = torch::randn({3, 5, 7001});
+    const Tensor scale = (torch::rand({channels}) * 0.2 + 0.1).requires_grad_();
+    const Tensor zero_point = torch::randint(0, 15, {channels}).to(torch::kFloat).requires_grad_();
+    const FusedActivation relu6 = FusedActivation::clip(0.0, 6.0);
+    const Tensor xs = x.clone().requires_grad_();
+    const Tensor y = fake_quantize_learnable(xs, scale, zero_point, spec, 0.3, relu6);
+    y.backward(grad);
+    const LearnableFakeQuantPass pass = fake_quantize_learnable_pass(x, grad, scale, zero_point, spec, 0.3, relu6);
+    EXPECT_TRUE(torch::equal(pass.value, y.detach())) << per_channel;
+    EXPECT_TRUE(torch::equal(pass.grad_x, xs.grad())) << per_channel;
+    EXPECT_TRUE(torch::equal(pass.grad_scale, scale.grad())) << per_channel;
+    EXPECT_TRUE(torch::equal(pass.grad_zero_point, zero_point.grad())) << per_channel;
+  }
+}
+
 TEST(FusedActivation, NanStaysNanWithoutGradient) {
   const Encoding enc{spec_of(8, false), torch::tensor(0.05f), torch::tensor(10.0f)};
   for (const auto& c : activation_cases()) {
