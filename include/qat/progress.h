@@ -36,4 +36,8 @@ void set_progress_bars_enabled(bool enabled);
 // "1m05s", "42s", "1h02m".
 std::string format_duration(double seconds);
 
+// 0.9123 -> "91.23%"; fixed(0.5, 3) -> "0.500": the numbers reports print.
+std::string percent(double fraction);
+std::string fixed(double value, int digits);
+
 }  // namespace qat

@@ -40,12 +40,6 @@ BatchNormMode batchnorm_mode(const std::string& name) {
   throw std::invalid_argument("unknown --bn mode '" + name + "' (simulate, fold)");
 }
 
-std::string percent(double fraction) {
-  char buffer[16];
-  std::snprintf(buffer, sizeof buffer, "%.2f%%", 100.0 * fraction);
-  return buffer;
-}
-
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }

@@ -64,4 +64,16 @@ void ProgressBar::draw(int64_t done, const std::string& status, bool final_line)
             << timing << (status.empty() ? "" : "  " + status) << (final_line ? "\n" : "") << std::flush;
 }
 
+std::string percent(double fraction) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.2f%%", 100.0 * fraction);
+  return buffer;
+}
+
+std::string fixed(double value, int digits) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.*f", digits, value);
+  return buffer;
+}
+
 }  // namespace qat

@@ -15,18 +15,6 @@
 namespace qat {
 namespace {
 
-std::string percent(double fraction) {
-  char buffer[16];
-  std::snprintf(buffer, sizeof buffer, "%.2f%%", 100.0 * fraction);
-  return buffer;
-}
-
-std::string fixed(double value, int digits) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%.*f", digits, value);
-  return buffer;
-}
-
 // Weights in one group; encodings (if any) in a second one with their own
 // learning rate and no weight decay (decay would shrink ranges).
 std::vector<torch::optim::OptimizerParamGroup> parameter_groups(GraphModule& model, const TrainOptions& o) {
