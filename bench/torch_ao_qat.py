@@ -15,7 +15,9 @@ The accuracy run trains FP32 on Fashion-MNIST as `qat train` does (same
 normalisation, 2 px pad-and-crop plus flip, SGD momentum 0.9, weight decay
 5e-4, cosine lr per epoch, batch 128), then QATs a copy for each quantized
 variant (calibrated on 16 batches, as `qat qat`), and prints FP32, PTQ and
-QAT top-1 on the 10k test images.
+QAT top-1 on the 10k test images. --w-bits/--a-bits narrow the grids
+(int4 weights: [-8, 7] per channel; 4-bit activations: [0, 15]), with the
+fbgemm recipe's observers but without its 7-bit reduce_range.
 
 Models are the qat zoo's, rebuilt in PyTorch: resnet20 (src/zoo/zoo.cpp:
 3x3 stem of 16 + BN + ReLU, 3 stages of 16/32/64 channels x 3 BasicBlocks,
@@ -247,14 +249,26 @@ MODELS = {"resnet20": ResNet20, "resnet18": resnet18, "mobilenet_v2": lambda: Mo
           "mobilenet_v2_x0_5": lambda: MobileNetV2(0.5)}
 
 
-def lsq_qconfig(channels):
-    act = _LearnableFakeQuantize.with_args(observer=tq.MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
-                                           dtype=torch.quint8, qscheme=torch.per_tensor_affine,
-                                           use_grad_scaling=True)
-    weight = _LearnableFakeQuantize.with_args(observer=tq.MovingAveragePerChannelMinMaxObserver, quant_min=-128,
-                                              quant_max=127, dtype=torch.qint8,
-                                              qscheme=torch.per_channel_symmetric, ch_axis=0,
+def lsq_qconfig(channels, w_bits=8, a_bits=8):
+    act = _LearnableFakeQuantize.with_args(observer=tq.MovingAverageMinMaxObserver, quant_min=0,
+                                           quant_max=2 ** a_bits - 1, dtype=torch.quint8,
+                                           qscheme=torch.per_tensor_affine, use_grad_scaling=True)
+    weight = _LearnableFakeQuantize.with_args(observer=tq.MovingAveragePerChannelMinMaxObserver,
+                                              quant_min=-2 ** (w_bits - 1), quant_max=2 ** (w_bits - 1) - 1,
+                                              dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0,
                                               channel_len=channels, use_grad_scaling=True)
+    return tq.QConfig(activation=act, weight=weight)
+
+
+def low_bit_qat_qconfig(w_bits, a_bits):
+    """The fbgemm QAT recipe (moving-average observers inside the fake-quant
+    ops, per-channel symmetric weights, asymmetric activations) on narrower
+    grids; the activations use the whole grid (no reduce_range)."""
+    act = tq.FakeQuantize.with_args(observer=tq.MovingAverageMinMaxObserver, quant_min=0, quant_max=2 ** a_bits - 1,
+                                    dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+    weight = tq.FakeQuantize.with_args(observer=tq.MovingAveragePerChannelMinMaxObserver,
+                                       quant_min=-2 ** (w_bits - 1), quant_max=2 ** (w_bits - 1) - 1,
+                                       dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
     return tq.QConfig(activation=act, weight=weight)
 
 
@@ -271,10 +285,11 @@ def set_batchnorm_statistics(model, images):
         m.momentum = 0.1
 
 
-def make_model(name, variant, calibration, state=None):
+def make_model(name, variant, calibration, state=None, bits=(8, 8)):
     """A model in train mode for `variant` (from `state`, a trained float
     model's state_dict, when given), calibrated when quantized, and the
-    tensors that are encodings (their own optimizer group)."""
+    tensors that are encodings (their own optimizer group). `bits` are the
+    weight and activation bitwidths; (8, 8) keeps the fbgemm qconfig."""
     torch.manual_seed(0)
     model = MODELS[name]()
     if state is not None:
@@ -286,17 +301,17 @@ def make_model(name, variant, calibration, state=None):
         return model, []
     model.fuse_model(is_qat=True)
     if variant == "qat":
-        model.qconfig = tq.get_default_qat_qconfig("fbgemm")
+        model.qconfig = tq.get_default_qat_qconfig("fbgemm") if bits == (8, 8) else low_bit_qat_qconfig(*bits)
     elif variant == "qat_lsq":
         # Per-channel learnable scales need their channel count up front.
-        model.qconfig = lsq_qconfig(1)
+        model.qconfig = lsq_qconfig(1, *bits)
         for m in model.modules():
             if isinstance(m, nn.Linear):
-                m.qconfig = lsq_qconfig(m.out_features)
+                m.qconfig = lsq_qconfig(m.out_features, *bits)
             elif isinstance(m, nn.Conv2d):
-                m.qconfig = lsq_qconfig(m.out_channels)
+                m.qconfig = lsq_qconfig(m.out_channels, *bits)
             elif isinstance(m, nn.Sequential) and len(m) and isinstance(m[0], nn.Conv2d):
-                m.qconfig = lsq_qconfig(m[0].out_channels)  # a fused conv-bn(-relu)
+                m.qconfig = lsq_qconfig(m[0].out_channels, *bits)  # a fused conv-bn(-relu)
     else:
         raise ValueError("unknown variant " + variant)
     tq.prepare_qat(model, inplace=True)
@@ -336,13 +351,13 @@ def qat_checkpoint_state(path, model):
     return state
 
 
-def make_optimizer(model, encodings, lr, encoding_lr):
+def make_optimizer(model, encodings, lr, encoding_lr, weight_decay=5e-4):
     ids = {id(e) for e in encodings}
     weights = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     groups = [{"params": weights}]
     if encodings:
         groups.append({"params": encodings, "lr": encoding_lr, "weight_decay": 0.0})
-    return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=5e-4)
+    return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
 
 
 class Runner:
@@ -481,9 +496,9 @@ def accuracy_run(args):
     # qat's calibration set: the first batches of the unshuffled training split.
     calibration = [(normalize(train[0][i * 128:(i + 1) * 128]), None) for i in range(args.calibration_batches)]
     for variant in [v for v in args.variants if v != "fp32"]:
-        quantized, encodings = make_model(name, variant, calibration, state)
+        quantized, encodings = make_model(name, variant, calibration, state, (args.w_bits, args.a_bits))
         results[variant + " PTQ"] = evaluate(quantized, *test)
-        optimizer = make_optimizer(quantized, encodings, args.qat_lr, args.encoding_lr)
+        optimizer = make_optimizer(quantized, encodings, args.qat_lr, args.encoding_lr, args.qat_weight_decay)
         results[variant] = train_epochs(quantized, optimizer, args.qat_epochs, [args.qat_lr, args.encoding_lr],
                                         train, test, args.seed + 1, variant)
     print("\n| model | " + " | ".join(results) + " |\n|---|" + "---|" * len(results))
@@ -507,6 +522,9 @@ def main():
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--qat-lr", type=float, default=1e-3)
     parser.add_argument("--encoding-lr", type=float, default=1e-3, help="qat_lsq's encodings, --train only")
+    parser.add_argument("--qat-weight-decay", type=float, default=5e-4, help="--train: QAT's weight decay")
+    parser.add_argument("--w-bits", type=int, default=8, help="--train: weight bitwidth (2-8)")
+    parser.add_argument("--a-bits", type=int, default=8, help="--train: activation bitwidth (2-8)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.models = args.models.split(",")
