@@ -264,24 +264,43 @@ int run_eval_command(const ModelArgs& model_args, const DataArgs& data_args) {
   return 0;
 }
 
+namespace {
+
+// What `qat ptq` and `qat qat` start with: the FP32 model's accuracy, then
+// its sim, calibrated, and the sim's accuracy.
+struct PtqStart {
+  PtqStart(data::DataLoader calibration_split, data::DataLoader test_split)
+      : calibration(std::move(calibration_split)), test(std::move(test_split)) {}
+  data::DataLoader calibration, test;
+  double fp32 = 0.0, ptq = 0.0;
+  std::unique_ptr<QuantSim> sim;
+};
+
+PtqStart start_with_ptq(const ModelArgs& model_args, const DataArgs& data_args, const SimArgs& sim_args) {
+  sim_options(sim_args);  // a bad config fails now, not after the FP32 evaluation
+  PtqStart start(make_loader(data_args, data::Split::kTrain, false), make_loader(data_args, data::Split::kTest, false));
+  auto model = load_model(model_args, start.test.dataset(), data_args.seed);
+  start.fp32 = evaluate(*model, start.test, "fp32").accuracy;
+  start.sim = make_calibrated_sim(model, sim_args, start.calibration);
+  start.ptq = evaluate(start.sim->model(), start.test, "ptq").accuracy;
+  return start;
+}
+
+}  // namespace
+
 int run_ptq_command(const ModelArgs& model_args, const DataArgs& data_args, const SimArgs& sim_args,
                     const std::string& out_dir) {
-  sim_options(sim_args);  // a bad config fails now, not after the FP32 evaluation
-  const data::DataLoader calibration = make_loader(data_args, data::Split::kTrain, false);
-  const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
-  auto model = load_model(model_args, test_loader.dataset(), data_args.seed);
-  const double fp32 = evaluate(*model, test_loader, "fp32").accuracy;
-  auto sim = make_calibrated_sim(model, sim_args, calibration);
-  const double quantized = evaluate(sim->model(), test_loader, "ptq").accuracy;
-  auto report = sim->sqnr_report(calibration.batch(0, 0).images);
+  const PtqStart start = start_with_ptq(model_args, data_args, sim_args);
+  QuantSim& sim = *start.sim;
+  auto report = sim.sqnr_report(start.calibration.batch(0, 0).images);
   std::sort(report.begin(), report.end(), [](const auto& a, const auto& b) { return a.sqnr_db < b.sqnr_db; });
   std::printf("least accurate layers (SQNR, float vs quantized outputs):\n");
   for (size_t i = 0; i < std::min<size_t>(5, report.size()); ++i) {
     std::printf("  %-32s %-18s %6.1f dB\n", report[i].node.c_str(), report[i].op_type.c_str(), report[i].sqnr_db);
   }
-  std::printf("FP32 %s  ->  PTQ %s %s\n", percent(fp32).c_str(), bits_label(sim_args).c_str(),
-              percent(quantized).c_str());
-  if (!out_dir.empty()) save_model(out_dir, sim->model(), sim->describe());
+  std::printf("FP32 %s  ->  PTQ %s %s\n", percent(start.fp32).c_str(), bits_label(sim_args).c_str(),
+              percent(start.ptq).c_str());
+  if (!out_dir.empty()) save_model(out_dir, sim.model(), sim.describe());
   return 0;
 }
 
@@ -297,29 +316,24 @@ int run_qat_command(const ModelArgs& model_args, const DataArgs& data_args, cons
     throw std::invalid_argument("--bn-reestimate-batches " + std::to_string(qat_args.bn_reestimate_batches) +
                                 ": must be >= 1");
   }
-  sim_options(sim_args);  // a bad config fails now, not after the FP32 evaluation
+  const PtqStart start = start_with_ptq(model_args, data_args, sim_args);
+  QuantSim& sim = *start.sim;
   const data::DataLoader train_loader = make_loader(data_args, data::Split::kTrain, true);
-  const data::DataLoader calibration = make_loader(data_args, data::Split::kTrain, false);
-  const data::DataLoader test_loader = make_loader(data_args, data::Split::kTest, false);
-  auto model = load_model(model_args, test_loader.dataset(), data_args.seed);
-  const double fp32 = evaluate(*model, test_loader, "fp32").accuracy;
   QatArgs args = qat_args;
-  // The teacher is the FP32 model as loaded: the sim below rebuilds `model`.
-  if (args.train.distill_weight > 0) args.train.teacher = load_model(model_args, test_loader.dataset(), data_args.seed);
-  auto sim = make_calibrated_sim(model, sim_args, calibration);
-  const double ptq = evaluate(sim->model(), test_loader, "ptq").accuracy;
+  // The teacher: the FP32 model loaded once more (the sim rebuilt the first).
+  if (args.train.distill_weight > 0) args.train.teacher = load_model(model_args, start.test.dataset(), data_args.seed);
   if (args.top_k != 0) {
-    args.layers = most_sensitive_layers(*sim, sim_args, calibration, args.analysis_batches, args.top_k);
+    args.layers = most_sensitive_layers(sim, sim_args, start.calibration, args.analysis_batches, args.top_k);
     std::printf("selective QAT of the %ld most sensitive layers:", static_cast<long>(args.top_k));
     for (const auto& layer : args.layers) std::printf(" %s", layer.c_str());
     std::printf("\n");
   }
-  const auto history = run_qat(*sim, args, train_loader, test_loader);
-  std::printf("FP32 %s  ->  PTQ %s %s  ->  QAT %s (%s range learning)\n", percent(fp32).c_str(),
-              bits_label(sim_args).c_str(), percent(ptq).c_str(),
+  const auto history = run_qat(sim, args, train_loader, start.test);
+  std::printf("FP32 %s  ->  PTQ %s %s  ->  QAT %s (%s range learning)\n", percent(start.fp32).c_str(),
+              bits_label(sim_args).c_str(), percent(start.ptq).c_str(),
               history.empty() ? "-" : percent(history.back().test_accuracy).c_str(),
               qat_args.range_learning ? "with" : "without");
-  if (qat_args.bn_reestimate) reestimate_and_report(*sim, qat_args, calibration, test_loader);
+  if (qat_args.bn_reestimate) reestimate_and_report(sim, qat_args, start.calibration, start.test);
   return 0;
 }
 
