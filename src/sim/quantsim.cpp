@@ -290,7 +290,6 @@ QuantSim::QuantSim(std::shared_ptr<GraphModule> model, QuantSimOptions options, 
   const auto dtypes = probe_dtypes(*model_, input_shape);
   quantizers_ = Placement(*model_, options_, dtypes).run();
   absorb_activations(*model_, dtypes);
-  link_quantized_conv_inputs(*model_);
 }
 
 Quantizer& QuantSim::quantizer(const std::string& name) {
@@ -337,6 +336,11 @@ void QuantSim::set_range_learning(bool weights, bool activations) {
   for_each_quantizer(*this, [&](const QuantizerInfo& info, Quantizer& q) {
     q.set_trainable(info.is_param ? weights : activations);
   });
+  if (activations) {
+    link_quantized_conv_inputs(*model_);
+  } else {
+    unlink_quantized_conv_inputs(*model_);
+  }
 }
 
 std::vector<Tensor> QuantSim::encoding_parameters() {

@@ -290,4 +290,12 @@ void link_quantized_conv_inputs(GraphModule& m) {
   }
 }
 
+void unlink_quantized_conv_inputs(GraphModule& m) {
+  for (Node& node : m.mutable_graph().nodes) {
+    if (node.attributes.erase(kInputQuantizerAttr)) node.inputs.resize(kFloatInputIndex);
+    node.attributes.erase(kReadersRecomputeAttr);
+    for (const char* key : {kActivationAttr, kActivationBoundsAttr}) node.attributes.erase(kInputPrefix + std::string(key));
+  }
+}
+
 }  // namespace qat

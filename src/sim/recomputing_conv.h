@@ -67,7 +67,10 @@ torch::Tensor recomputing_conv(const ConvOperand& input, const ConvOperand& weig
                                const torch::Tensor& weight_divisor = {}, const torch::Tensor& bias = {});
 
 // Links every QatConvBn reading an activation quantizer's output (see
-// above). Run once the quantizer nodes are placed.
+// above), or takes the links out again. QuantSim links while activation
+// encodings learn (set_range_learning): only then do convs recompute their
+// input, and a link keeps the quantizer's input alive until the conv runs.
 void link_quantized_conv_inputs(GraphModule& model);
+void unlink_quantized_conv_inputs(GraphModule& model);
 
 }  // namespace qat

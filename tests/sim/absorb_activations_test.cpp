@@ -6,8 +6,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <algorithm>
-#include <map>
 
 namespace qat {
 namespace {
@@ -68,42 +66,29 @@ TEST(AbsorbActivations, OnlyClipsWithConstantBounds) {
   }
 }
 
-std::unique_ptr<QuantSim> restored_sim(const std::string& model, int bits, const Tensor& batch) {
-  auto sim = calibrated_sim(model, bits, batch);
+// The sim with its activations back as graph nodes (and unlinked),
+// calibrated so, ready for a training step.
+std::unique_ptr<QuantSim> restored_sim(const std::string& model, const Tensor& batch, bool range_learning) {
+  auto sim = zoo_sim(model, 4);
   restore_activations(sim->model());
+  sim->compute_encodings([&](GraphModule& m) { m.forward(batch); });
+  sim->set_range_learning(true, range_learning);
+  unlink_quantized_conv_inputs(sim->model());
   return sim;
-}
-
-bool is_encoding(const std::string& name) {
-  return name.find(".scale") != std::string::npos || name.find(".zero_point") != std::string::npos;
-}
-
-// The largest gradient among the scale and zero point of the quantizer
-// owning encoding `name`.
-double quantizer_gradient_scale(const std::map<std::string, Tensor>& grads, const std::string& name) {
-  const std::string quantizer = name.substr(0, name.rfind('.'));
-  double largest = 0.0;
-  for (const char* part : {".scale", ".zero_point"}) {
-    const auto it = grads.find(quantizer + part);
-    if (it != grads.end()) largest = std::max(largest, it->second.abs().max().item<double>());
-  }
-  return largest;
 }
 
 // One training step of the sim against the same sim with its activations
 // back as graph nodes: calibration, eval and train logits, and every
 // gradient. Without range learning they agree bit for bit; with it the
-// linked convs add their part of an encoding's gradient separately (as in
-// recomputing_conv_test): those sums cancel heavily (a zero point's terms
-// are +-s per clipped element), so they are compared to rounding of the
-// quantizer's largest gradient, everything else exactly. The absorbed sim
-// is then compared unlinked too, where it must agree exactly throughout.
+// linked convs add their part of an encoding's gradient separately
+// (encoding_tolerance), everything else exactly. The absorbed sim is then
+// compared unlinked too, where it must agree exactly throughout.
 void expect_same_as_restored(const std::string& model, bool range_learning) {
   torch::manual_seed(0);
   const Tensor batch = torch::randn({6, 1, 28, 28});
   const Tensor loss_weights = torch::randn({6, 10});
   auto absorbed = calibrated_sim(model, 4, batch);
-  auto restored = restored_sim(model, 4, batch);  // calibrated with the activations as nodes
+  auto restored = restored_sim(model, batch, range_learning);
   ASSERT_GT(count_ops(restored->model(), "Relu") + count_ops(restored->model(), "Clip"), 0u);
   for (const auto& info : absorbed->quantizers()) {
     const Encoding a = absorbed->quantizer(info.name).encoding(), r = restored->quantizer(info.name).encoding();
@@ -115,12 +100,10 @@ void expect_same_as_restored(const std::string& model, bool range_learning) {
     restored->model().eval();
     EXPECT_TRUE(torch::equal(absorbed->model().forward(batch), restored->model().forward(batch)));
   }
-  restored->set_range_learning(true, range_learning);
   const auto want = step_gradients(*restored, batch, loss_weights);
   // A training step moves BN statistics, which the next step's folded
   // weights depend on: each comparison steps a fresh sim.
   const auto compare = [&](QuantSim& sim, bool exact) {
-    sim.set_range_learning(true, range_learning);
     const auto got = step_gradients(sim, batch, loss_weights);
     ASSERT_EQ(got.size(), want.size());
     for (const auto& [name, value] : want) {
@@ -129,14 +112,16 @@ void expect_same_as_restored(const std::string& model, bool range_learning) {
       if (exact || !is_encoding(name)) {
         EXPECT_TRUE(torch::equal(got.at(name), value)) << name << " differs by " << difference;
       } else {
-        EXPECT_LE(difference, 1e-4 * quantizer_gradient_scale(want, name) + 1e-6) << name;
+        EXPECT_LE(difference, encoding_tolerance(want, name)) << name;
       }
     }
   };
+  absorbed->set_range_learning(true, range_learning);
   compare(*absorbed, !range_learning);
   if (range_learning) {
     auto unlinked = calibrated_sim(model, 4, batch);
-    unlink(unlinked->model());
+    unlinked->set_range_learning(true, true);
+    unlink_quantized_conv_inputs(unlinked->model());
     compare(*unlinked, true);
   }
 }

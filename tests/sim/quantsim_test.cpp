@@ -56,7 +56,7 @@ TEST(QuantSim, PlacementFollowsSupergroupsAndAgnosticOps) {
     // A ConvBn followed by its ReLU is one supergroup: only the ReLU output
     // is quantized, by a quantizer that absorbed the ReLU.
     if (node.op_type == "QatConvBn") {
-      // (The next conv reads the same value too: recomputing_conv.h's link.)
+      // (With range learning the next conv reads it too: recomputing_conv.h.)
       const auto readers = g.consumers(node.outputs[0]);
       const bool feeds_relu = std::any_of(readers.begin(), readers.end(), [&](size_t r) {
         return g.nodes[r].op_type == "QatFakeQuant" && g.nodes[r].attr_string("activation", "") == "Relu";

@@ -10,17 +10,21 @@
 #include "sim/recomputing_conv.h"
 #include "sim_options.h"
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
 
 namespace qat {
 
-inline std::unique_ptr<QuantSim> calibrated_sim(const std::string& model, int bits, const torch::Tensor& batch) {
+inline std::unique_ptr<QuantSim> zoo_sim(const std::string& model, int bits) {
   ZooOptions o;
   o.seed = 3;
-  auto sim = std::make_unique<QuantSim>(make_model(model, o), sim_options(bits, bits),
-                                        std::vector<int64_t>{1, 1, 28, 28});
+  return std::make_unique<QuantSim>(make_model(model, o), sim_options(bits, bits), std::vector<int64_t>{1, 1, 28, 28});
+}
+
+inline std::unique_ptr<QuantSim> calibrated_sim(const std::string& model, int bits, const torch::Tensor& batch) {
+  auto sim = zoo_sim(model, bits);
   sim->compute_encodings([&](GraphModule& m) { m.forward(batch); });
   return sim;
 }
@@ -40,20 +44,30 @@ inline std::map<std::string, torch::Tensor> step_gradients(QuantSim& sim, const 
   return result;
 }
 
-// The graph as it was before link_quantized_conv_inputs.
-inline void unlink(GraphModule& m) {
-  for (Node& node : m.mutable_graph().nodes) {
-    if (node.attributes.erase(kInputQuantizerAttr)) node.inputs.resize(kFloatInputIndex);
-    node.attributes.erase(kReadersRecomputeAttr);
-    for (const char* key : {kActivationAttr, kActivationBoundsAttr}) node.attributes.erase(kInputPrefix + std::string(key));
+inline bool is_encoding(const std::string& parameter) {
+  return parameter.find(".scale") != std::string::npos || parameter.find(".zero_point") != std::string::npos;
+}
+
+// Where a linked conv adds its part of an encoding's gradient separately
+// from the quantizer's other readers, the two sums round differently, and
+// they cancel heavily (a zero point's terms are -+s per clipped element):
+// the tolerance for encoding `name` is rounding of the largest gradient of
+// its quantizer's scale and zero point in `grads`.
+inline double encoding_tolerance(const std::map<std::string, torch::Tensor>& grads, const std::string& name) {
+  const std::string quantizer = name.substr(0, name.rfind('.'));
+  double largest = 0.0;
+  for (const char* part : {".scale", ".zero_point"}) {
+    const auto it = grads.find(quantizer + part);
+    if (it != grads.end()) largest = std::max(largest, it->second.abs().max().item<double>());
   }
+  return 1e-4 * largest + 1e-6;
 }
 
 // The graph as it was before absorb_activations: each absorbed Relu or
-// Clip back in front of its quantizer (implies unlink: linked convs would
-// read the activation's input).
+// Clip back in front of its quantizer (and unlinked: linked convs would
+// read the activation's input). Call after set_range_learning, which links.
 inline void restore_activations(GraphModule& m) {
-  unlink(m);
+  unlink_quantized_conv_inputs(m);
   auto& nodes = m.mutable_graph().nodes;
   for (size_t i = 0; i < nodes.size(); ++i) {
     if (!nodes[i].has_attr(kActivationAttr)) continue;
