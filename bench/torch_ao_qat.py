@@ -52,6 +52,7 @@ import argparse
 import gzip
 import math
 import os
+import re
 import statistics
 import time
 
@@ -336,9 +337,12 @@ def qat_checkpoint_state(path, model):
     """The state_dict of `model` filled from a `qat train` checkpoint (a
     TorchScript archive: tensors t<i>, their names in `names`). The zoo
     builds layers in torchvision's order (conv1, bn1, conv2, bn2,
-    downsample), so tensors pair up by position; shapes are checked."""
+    downsample), so tensors pair up by position; shapes are checked.
+    MobileNetV2's ReLU6 bounds (Clip_<i>_min/max, constants 0 and 6 in the
+    graph) have no torch counterpart and are skipped."""
     archive = torch.jit.load(path).model
-    ours = [(name, getattr(archive, "t%d" % i)) for i, name in enumerate(archive.names)]
+    ours = [(name, getattr(archive, "t%d" % i)) for i, name in enumerate(archive.names)
+            if not re.fullmatch(r"Clip_\d+_(min|max)", name)]
     keys = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
     if len(keys) != len(ours):
         raise SystemExit("%s: %d tensors, the torch model has %d" % (path, len(ours), len(keys)))
