@@ -22,9 +22,10 @@ using qat::cli::QatArgs;
 using qat::cli::SimArgs;
 
 // CLI11's PositiveNumber / NonNegativeNumber messages spell out the
-// largest double; these say what is wrong in words. A value that is no
-// number at all is left to the option's own conversion error.
-CLI::Validator at_least(int64_t least) {
+// largest double (and NonNegativeNumber lets NaN through); these say what
+// is wrong in words. A value that is no number at all is left to the
+// option's own conversion error. `type` names the value in the help.
+CLI::Validator at_least(int64_t least, const std::string& type = "INT") {
   return CLI::Validator(
       [least](std::string& value) {
         try {
@@ -34,7 +35,7 @@ CLI::Validator at_least(int64_t least) {
         }
         return "must be " + std::to_string(least) + " or more";
       },
-      "INT>=" + std::to_string(least));
+      type + ">=" + std::to_string(least));
 }
 
 void add_data_options(CLI::App* cmd, DataArgs& args) {
@@ -155,14 +156,14 @@ int main(int argc, char** argv) {
   qat_cmd->add_flag("--range-learning", qat_args.range_learning, "train activation encodings too");
   qat_cmd->add_option("--distill-weight", qat_args.train.distill_weight,
                       "knowledge distillation from the FP32 model: weight of its loss (0: off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0, "FLOAT"));
   qat_cmd->add_option("--distill-temperature", qat_args.train.distill_temperature, "distillation temperature")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   qat_cmd->add_option("--dampen", qat_args.dampen_weight,
                       "oscillation dampening: final weight of the loss pulling weights to their bin centres (0: off)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0, "FLOAT"));
   qat_cmd->add_option("--freeze-bn-epoch", qat_args.freeze_bn_epoch, "freeze BN statistics from this epoch (0-based)");
   qat_cmd->add_option("--layers", qat_args.layers, "selective QAT: train only these nodes")->delimiter(',');
   qat_cmd->add_option("--top-k", qat_args.top_k, "selective QAT: train only the k most sensitive layers (qat analyze)");
