@@ -65,7 +65,8 @@ inline double encoding_tolerance(const std::map<std::string, torch::Tensor>& gra
 
 // The graph as it was before absorb_activations: each absorbed Relu or
 // Clip back in front of its quantizer (and unlinked: linked convs would
-// read the activation's input). Call after set_range_learning, which links.
+// read the activation's input). set_range_learning(_, true) links again:
+// unlink after it too.
 inline void restore_activations(GraphModule& m) {
   unlink_quantized_conv_inputs(m);
   auto& nodes = m.mutable_graph().nodes;
