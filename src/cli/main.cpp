@@ -25,18 +25,26 @@ using qat::cli::SimArgs;
 // largest double (and NonNegativeNumber lets NaN through); these say what
 // is wrong in words. A value that is no number at all is left to the
 // option's own conversion error. `type` names the value in the help.
-CLI::Validator at_least(int64_t least, const std::string& type = "INT") {
+CLI::Validator lower_bound(int64_t bound, bool inclusive, const std::string& type) {
   return CLI::Validator(
-      [least](std::string& value) {
+      [bound, inclusive](std::string& value) {
         try {
-          if (std::stod(value) >= static_cast<double>(least)) return std::string();
+          const double number = std::stod(value);
+          if (inclusive ? number >= static_cast<double>(bound) : number > static_cast<double>(bound)) {
+            return std::string();
+          }
         } catch (const std::exception&) {
           return std::string();
         }
-        return "must be " + std::to_string(least) + " or more";
+        return inclusive ? "must be " + std::to_string(bound) + " or more"
+                         : "must be more than " + std::to_string(bound);
       },
-      type + ">=" + std::to_string(least));
+      type + (inclusive ? ">=" : ">") + std::to_string(bound));
 }
+
+CLI::Validator at_least(int64_t least, const std::string& type = "INT") { return lower_bound(least, true, type); }
+
+CLI::Validator more_than(int64_t bound, const std::string& type = "FLOAT") { return lower_bound(bound, false, type); }
 
 void add_data_options(CLI::App* cmd, DataArgs& args) {
   cmd->add_option("--data", args.data, "data set: fashion-mnist or cifar10")->capture_default_str();
@@ -81,15 +89,19 @@ void add_sim_options(CLI::App* cmd, SimArgs& args) {
 
 void add_train_options(CLI::App* cmd, qat::TrainOptions& options) {
   cmd->add_option("--epochs", options.epochs, "epochs")->capture_default_str()->check(at_least(1));
-  cmd->add_option("--lr", options.lr, "initial learning rate")->capture_default_str();
-  cmd->add_option("--weight-decay", options.weight_decay, "weight decay")->capture_default_str();
+  cmd->add_option("--lr", options.lr, "initial learning rate")->capture_default_str()->check(more_than(0));
+  cmd->add_option("--weight-decay", options.weight_decay, "weight decay")
+      ->capture_default_str()
+      ->check(at_least(0, "FLOAT"));
   cmd->add_option("--schedule", options.schedule, "cosine, step or constant")->capture_default_str();
   cmd->add_option("--step-epochs", options.step_epochs, "epochs between lr steps (step schedule: lr / 10)")
       ->capture_default_str();
   cmd->add_option("--steps-per-epoch", options.steps_per_epoch, "training batches per epoch (0: all)")
       ->capture_default_str()
       ->check(at_least(0));
-  cmd->add_option("--grad-clip", options.grad_clip_norm, "clip gradient norm (0: off)")->capture_default_str();
+  cmd->add_option("--grad-clip", options.grad_clip_norm, "clip gradient norm (0: off)")
+      ->capture_default_str()
+      ->check(at_least(0, "FLOAT"));
   const std::map<std::string, qat::NonFinitePolicy> policies{{"stop", qat::NonFinitePolicy::kStop},
                                                               {"skip", qat::NonFinitePolicy::kSkip}};
   cmd->add_option("--on-nonfinite", options.on_nonfinite, "NaN/Inf loss or gradient: stop the run, or skip the step")
@@ -152,14 +164,15 @@ int main(int argc, char** argv) {
   add_data_options(qat_cmd, data_args);
   add_sim_options(qat_cmd, sim_args);
   add_train_options(qat_cmd, qat_args.train);
-  qat_cmd->add_option("--encoding-lr", qat_args.train.encoding_lr, "learning rate of encodings (0: --lr)");
+  qat_cmd->add_option("--encoding-lr", qat_args.train.encoding_lr, "learning rate of encodings (0: --lr)")
+      ->check(at_least(0, "FLOAT"));
   qat_cmd->add_flag("--range-learning", qat_args.range_learning, "train activation encodings too");
   qat_cmd->add_option("--distill-weight", qat_args.train.distill_weight,
                       "knowledge distillation from the FP32 model: weight of its loss (0: off)")
       ->check(at_least(0, "FLOAT"));
   qat_cmd->add_option("--distill-temperature", qat_args.train.distill_temperature, "distillation temperature")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(more_than(0));
   qat_cmd->add_option("--dampen", qat_args.dampen_weight,
                       "oscillation dampening: final weight of the loss pulling weights to their bin centres (0: off)")
       ->capture_default_str()

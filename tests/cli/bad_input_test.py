@@ -172,9 +172,12 @@ def main():
     for option, value, rule in (("--epochs", "0", "must be 1 or more"), ("--batch-size", "0", "must be 1 or more"),
                                 ("--steps-per-epoch", "-1", "must be 0 or more")):
         expect_error(f"{option} {value}", ["train", *small, option, value, "--out", f"{WORK}/never"], [option, rule])
-    for option, value in (("--dampen", "-1"), ("--dampen", "nan"), ("--distill-weight", "-0.5")):
-        expect_error(f"{option} {value}", ["qat", *small, option, value, "--out", f"{WORK}/never"],
-                     [option, "must be 0 or more"])
+    for option, value, rule in (("--dampen", "-1", "must be 0 or more"), ("--dampen", "nan", "must be 0 or more"),
+                                ("--distill-weight", "-0.5", "must be 0 or more"),
+                                ("--distill-temperature", "0", "must be more than 0"),
+                                ("--lr", "0", "must be more than 0"), ("--lr", "nan", "must be more than 0"),
+                                ("--weight-decay", "-1e-4", "must be 0 or more")):
+        expect_error(f"{option} {value}", ["qat", *small, option, value, "--out", f"{WORK}/never"], [option, rule])
     bad_config = config("export_bad", '{"defaults": {"activation_bitwidth": 1}}')
     expect_error("export with a bad config", ["export", *small, "--config", bad_config, "--out", export],
                  [bad_config], untouched=exported)
