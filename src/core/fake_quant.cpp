@@ -219,7 +219,7 @@ QAT_ALWAYS_INLINE void ste_run(const uint8_t* mask, const T* grad, T* dx, int64_
 
 template <typename T>
 struct LsqTerms {
-  T dx, dscale, dzero;
+  T dx, dscale, dzero, code;  // code: the clamped grid code r
 };
 
 // d/ds of r * s with round() treated as identity: r - x / s on the grid,
@@ -229,23 +229,36 @@ QAT_ALWAYS_INLINE LsqTerms<T> lsq_terms(T x, T grad, const ChannelGrid<T>& g) {
   const T r = grid_code(x, g);
   const T rq = clamp_to(r, g.lo, g.hi);
   const bool in = rq == r;
-  return {in ? grad : T(0), in ? (rq * g.s - x) * g.inv * grad : rq * grad, in ? T(0) : -grad * g.s};
+  return {in ? grad : T(0), in ? (rq * g.s - x) * g.inv * grad : rq * grad, in ? T(0) : -grad * g.s, rq};
 }
 
 // LSQ backward of one run: dx (STE, times the activation's gradient) and
 // the run's sums of the scale and zero-point gradients, which see the
 // activation's output. The sums are float SIMD reductions (`omp simd`
-// allows the reassociation), added into double per run.
+// allows the reassociation), added into double per run. With `y` (not
+// null) the forward value is written too, from the same code: the
+// recompute in backward then reads x once.
 template <typename T>
-QAT_ALWAYS_INLINE void lsq_run(const T* __restrict x, const T* __restrict grad, T* __restrict dx, int64_t n,
-                               const ChannelGrid<T>& g, const ActivationBounds<T>& a, double* sums) {
+QAT_ALWAYS_INLINE void lsq_run(const T* __restrict x, const T* __restrict grad, T* __restrict dx, T* __restrict y,
+                               int64_t n, const ChannelGrid<T>& g, const ActivationBounds<T>& a, double* sums) {
   T sum_s = 0, sum_z = 0;
+  if (y) {
 #pragma omp simd reduction(+ : sum_s, sum_z)
-  for (int64_t i = 0; i < n; ++i) {
-    const LsqTerms<T> t = lsq_terms(activate(x[i], a), grad[i], g);
-    dx[i] = passes(x[i], a) ? t.dx : T(0);
-    sum_s += t.dscale;
-    sum_z += t.dzero;
+    for (int64_t i = 0; i < n; ++i) {
+      const LsqTerms<T> t = lsq_terms(activate(x[i], a), grad[i], g);
+      dx[i] = passes(x[i], a) ? t.dx : T(0);
+      y[i] = t.code * g.s + T(0);  // forward_run's expression: -0 becomes +0 there too
+      sum_s += t.dscale;
+      sum_z += t.dzero;
+    }
+  } else {
+#pragma omp simd reduction(+ : sum_s, sum_z)
+    for (int64_t i = 0; i < n; ++i) {
+      const LsqTerms<T> t = lsq_terms(activate(x[i], a), grad[i], g);
+      dx[i] = passes(x[i], a) ? t.dx : T(0);
+      sum_s += t.dscale;
+      sum_z += t.dzero;
+    }
   }
   sums[0] += static_cast<double>(sum_s);
   sums[1] += static_cast<double>(sum_z);
@@ -266,9 +279,9 @@ QAT_VECTOR_CLONES void forward_run(const float* x, float* y, uint8_t* mask, int6
 QAT_VECTOR_CLONES void ste_run(const uint8_t* mask, const float* grad, float* dx, int64_t n, float factor) {
   ste_run<float>(mask, grad, dx, n, factor);
 }
-QAT_VECTOR_CLONES void lsq_run(const float* x, const float* grad, float* dx, int64_t n,
+QAT_VECTOR_CLONES void lsq_run(const float* x, const float* grad, float* dx, float* y, int64_t n,
                                const ChannelGrid<float>& g, const ActivationBounds<float>& a, double* sums) {
-  lsq_run<float>(x, grad, dx, n, g, a, sums);
+  lsq_run<float>(x, grad, dx, y, n, g, a, sums);
 }
 
 // y = fake-quantized x, or its integer codes q; mask (when not null)
@@ -304,8 +317,8 @@ void ste_backward(const uint8_t* mask, const T* grad, T* dx, const Params<T>& p,
 
 // LSQ backward over the whole tensor. Runs never cross a fixed-size chunk
 // and chunk sums are added in chunk order, so the result does not depend
-// on the thread count. With `y`, each run's forward value is written right
-// after its backward, while the run's x is still in cache.
+// on the thread count. With `y`, the forward value is written in the same
+// pass.
 template <typename T>
 void lsq_backward(const T* x, const T* g, T* dx, T* y, double* dscale, double* dzero, const Params<T>& p,
                   const ChannelLayout& layout, const ActivationBounds<T>& a) {
@@ -322,8 +335,7 @@ void lsq_backward(const T* x, const T* g, T* dx, T* y, double* dscale, double* d
       for_channel_runs(layout, first, last, [&](int64_t b, int64_t e, int64_t c) {
         double sums[2] = {0.0, 0.0};
         const ChannelGrid<T> grid = grid_of(p, c);
-        lsq_run(x + b, g + b, dx + b, e - b, grid, a, sums);
-        if (y) forward_run(x + b, y + b, e - b, grid, a, grid.s, T(0));
+        lsq_run(x + b, g + b, dx + b, y ? y + b : nullptr, e - b, grid, a, sums);
         ps[c] += sums[0];
         pz[c] += sums[1];
       });
