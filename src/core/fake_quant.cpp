@@ -110,9 +110,13 @@ QAT_ALWAYS_INLINE T round_half_even(T v) {
   return (v + shift) - shift;
 }
 
+// NaN passes through. Written as two selects of the form `a < b ? b : a`
+// (not one nested select), which GCC maps onto maxps/minps: their
+// NaN rule (return the second operand) keeps v's NaN.
 template <typename T>
 QAT_ALWAYS_INLINE T clamp_to(T v, T lo, T hi) {
-  return v < lo ? lo : (v > hi ? hi : v);  // NaN passes through
+  const T above = v < lo ? lo : v;
+  return above > hi ? hi : above;
 }
 
 // A fused activation in the form the loops use: the value is clamp(x, lo,
