@@ -1,5 +1,7 @@
 #include "qat/analyzers.h"
 
+#include "core/extrema.h"
+
 #include <algorithm>
 #include <limits>
 #include <numeric>
@@ -25,18 +27,14 @@ std::string axis_name(std::optional<int64_t> axis) {
 
 // Per-row min and max over finite elements, as float64; +inf / -inf for a
 // row without any, which leaves running minima and maxima unchanged. The
-// finite filter (three more passes) runs only when plain amin/amax met NaN
-// or inf. (amin + amax, not aminmax: ATen 1.13's aminmax along a dim is
-// much slower on CPU.)
+// finite filter (three more passes) runs only when the one-pass kernel met
+// NaN or inf.
 std::pair<Tensor, Tensor> finite_min_max(const Tensor& rows) {
   const double inf = std::numeric_limits<double>::infinity();
   if (rows.size(1) == 0) {
     return {torch::full({rows.size(0)}, inf, kF64), torch::full({rows.size(0)}, -inf, kF64)};
   }
-  const Tensor lo = rows.amin(1), hi = rows.amax(1);
-  if (torch::isfinite(lo).all().item<bool>() && torch::isfinite(hi).all().item<bool>()) {
-    return {lo.to(torch::kDouble), hi.to(torch::kDouble)};
-  }
+  if (auto extrema = row_extrema(rows)) return *extrema;
   const Tensor finite = torch::isfinite(rows);
   return {torch::where(finite, rows, inf).amin(1).to(torch::kDouble),
           torch::where(finite, rows, -inf).amax(1).to(torch::kDouble)};
