@@ -239,33 +239,34 @@ QAT_ALWAYS_INLINE LsqTerms<T> lsq_terms(T x, T grad, const ChannelGrid<T>& g) {
 // LSQ backward of one run: dx (STE, times the activation's gradient) and
 // the run's sums of the scale and zero-point gradients, which see the
 // activation's output. The sums are float SIMD reductions (`omp simd`
-// allows the reassociation), added into double per run. With `y` (not
-// null) the forward value is written too, from the same code: the
-// recompute in backward then reads x once.
-template <typename T>
-QAT_ALWAYS_INLINE void lsq_run(const T* __restrict x, const T* __restrict grad, T* __restrict dx, T* __restrict y,
-                               int64_t n, const ChannelGrid<T>& g, const ActivationBounds<T>& a, double* sums) {
+// allows the reassociation), added into double per run. kWithValue also
+// writes the forward value, from the same code: the recompute in backward
+// then reads x once. (A compile-time flag, so each loop stays branch-free.)
+template <bool kWithValue, typename T>
+QAT_ALWAYS_INLINE void lsq_loop(const T* __restrict x, const T* __restrict grad, T* __restrict dx, T* __restrict y,
+                                int64_t n, const ChannelGrid<T>& g, const ActivationBounds<T>& a, double* sums) {
   T sum_s = 0, sum_z = 0;
-  if (y) {
 #pragma omp simd reduction(+ : sum_s, sum_z)
-    for (int64_t i = 0; i < n; ++i) {
-      const LsqTerms<T> t = lsq_terms(activate(x[i], a), grad[i], g);
-      dx[i] = passes(x[i], a) ? t.dx : T(0);
-      y[i] = t.code * g.s + T(0);  // forward_run's expression: -0 becomes +0 there too
-      sum_s += t.dscale;
-      sum_z += t.dzero;
-    }
-  } else {
-#pragma omp simd reduction(+ : sum_s, sum_z)
-    for (int64_t i = 0; i < n; ++i) {
-      const LsqTerms<T> t = lsq_terms(activate(x[i], a), grad[i], g);
-      dx[i] = passes(x[i], a) ? t.dx : T(0);
-      sum_s += t.dscale;
-      sum_z += t.dzero;
-    }
+  for (int64_t i = 0; i < n; ++i) {
+    const LsqTerms<T> t = lsq_terms(activate(x[i], a), grad[i], g);
+    dx[i] = passes(x[i], a) ? t.dx : T(0);
+    if constexpr (kWithValue) y[i] = t.code * g.s + T(0);  // forward_run's expression: -0 becomes +0 there too
+    sum_s += t.dscale;
+    sum_z += t.dzero;
   }
   sums[0] += static_cast<double>(sum_s);
   sums[1] += static_cast<double>(sum_z);
+}
+
+// lsq_loop with the value when `y` is not null.
+template <typename T>
+QAT_ALWAYS_INLINE void lsq_run(const T* x, const T* grad, T* dx, T* y, int64_t n, const ChannelGrid<T>& g,
+                               const ActivationBounds<T>& a, double* sums) {
+  if (y) {
+    lsq_loop<true>(x, grad, dx, y, n, g, a, sums);
+  } else {
+    lsq_loop<false>(x, grad, dx, y, n, g, a, sums);
+  }
 }
 
 // The float loops once more, built for AVX2 as well (core/vector_clones.h).
