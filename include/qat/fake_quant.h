@@ -59,6 +59,13 @@ LearnableFakeQuantPass fake_quantize_learnable_pass(const torch::Tensor& x, cons
                                                     const QuantSpec& spec, double grad_factor,
                                                     const FusedActivation& activation = {});
 
+// The same backward alone (`value` left undefined): for callers that
+// recompute x in backward and need no output but its gradients.
+LearnableFakeQuantPass fake_quantize_learnable_backward(const torch::Tensor& x, const torch::Tensor& grad,
+                                                        const torch::Tensor& scale, const torch::Tensor& zero_point,
+                                                        const QuantSpec& spec, double grad_factor,
+                                                        const FusedActivation& activation = {});
+
 // LSQ's gradient scale for a tensor of this shape under this spec.
 double lsq_grad_factor(const torch::Tensor& x, const QuantSpec& spec);
 

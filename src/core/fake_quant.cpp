@@ -485,6 +485,14 @@ LearnableFakeQuantPass lsq_pass(const Tensor& x_in, const Tensor& grad, const Te
   return pass;
 }
 
+LearnableFakeQuantPass checked_lsq_pass(const Tensor& x, const Tensor& grad, const Tensor& scale,
+                                        const Tensor& zero_point, const QuantSpec& spec, double grad_factor,
+                                        const FusedActivation& activation, bool with_value) {
+  spec.grid.validate();
+  return lsq_pass(x, grad, scale.detach(), zero_point.detach(), spec.grid.qmin(), spec.grid.qmax(), axis_of(spec, x),
+                  grad_factor, activation, with_value);
+}
+
 class FakeQuantLsq : public torch::autograd::Function<FakeQuantLsq> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& scale, const Tensor& zero_point,
@@ -537,9 +545,13 @@ FusedActivation FusedActivation::clip(double lo, double hi) { return {Kind::kCli
 LearnableFakeQuantPass fake_quantize_learnable_pass(const Tensor& x, const Tensor& grad, const Tensor& scale,
                                                     const Tensor& zero_point, const QuantSpec& spec,
                                                     double grad_factor, const FusedActivation& activation) {
-  spec.grid.validate();
-  return lsq_pass(x, grad, scale.detach(), zero_point.detach(), spec.grid.qmin(), spec.grid.qmax(), axis_of(spec, x),
-                  grad_factor, activation, /*with_value=*/true);
+  return checked_lsq_pass(x, grad, scale, zero_point, spec, grad_factor, activation, /*with_value=*/true);
+}
+
+LearnableFakeQuantPass fake_quantize_learnable_backward(const Tensor& x, const Tensor& grad, const Tensor& scale,
+                                                        const Tensor& zero_point, const QuantSpec& spec,
+                                                        double grad_factor, const FusedActivation& activation) {
+  return checked_lsq_pass(x, grad, scale, zero_point, spec, grad_factor, activation, /*with_value=*/false);
 }
 
 double lsq_grad_factor(const Tensor& x, const QuantSpec& spec) {

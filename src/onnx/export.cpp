@@ -16,6 +16,7 @@
 #include "qat/fake_quant.h"
 #include "sim/absorb_activations.h"
 #include "sim/batchnorm.h"
+#include "sim/quantizing_batchnorm.h"
 #include "sim/recomputing_conv.h"
 
 #include <algorithm>
@@ -292,10 +293,13 @@ class QdqWriter {
     const FoldedConv folded = fold_conv_bn(m_, node);
     Node conv = node;
     conv.op_type = "Conv";
-    for (const char* key : {"epsilon", "momentum", "frozen", "weight_quantizer", kInputQuantizerAttr}) {
+    for (const char* key :
+         {"epsilon", "momentum", "frozen", "weight_quantizer", kInputQuantizerAttr, kOutputQuantizerAttr}) {
       conv.attributes.erase(key);
     }
-    for (const char* key : {kActivationAttr, kActivationBoundsAttr}) conv.attributes.erase(kInputPrefix + std::string(key));
+    for (const char* key : {kActivationAttr, kActivationBoundsAttr}) {
+      for (const char* prefix : {kInputPrefix, kOutputPrefix}) conv.attributes.erase(prefix + std::string(key));
+    }
     conv.inputs = {renamed(node.inputs[0]), node.inputs[1], ""};
     if (node.has_attr("weight_quantizer")) {
       conv.inputs[1] = fresh(node.inputs[1] + ".quantized");

@@ -4,6 +4,7 @@
 
 #include "qat/quantizer.h"
 #include "sim/absorb_activations.h"
+#include "sim/quantizing_batchnorm.h"
 #include "sim/recomputing_conv.h"
 #include "sim/unfold.h"
 
@@ -126,8 +127,8 @@ Tensor training_conv(const OpContext& ctx, const std::vector<Tensor>& in, const 
 // QatConvBn: inputs x, W, B (optional), gamma, beta, running mean, running
 // var, and x's float input when linked (recomputing_conv.h); Conv's
 // attributes plus epsilon, momentum (ONNX convention), weight_quantizer
-// (attachment name, optional), input_quantizer (when linked) and frozen
-// (0/1).
+// (attachment name, optional), input_quantizer and output_quantizer (when
+// linked) and frozen (0/1).
 std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tensor>& in) {
   const Node& node = ctx.node;
   const double eps = node.attr_float("epsilon", 1e-5);
@@ -147,6 +148,11 @@ std::vector<Tensor> conv_bn_kernel(const OpContext& ctx, const std::vector<Tenso
   const bool frozen = node.attr_int("frozen", 0) != 0;
   // ONNX momentum weighs the old statistic; torch's weighs the new one.
   const double momentum = 1.0 - node.attr_float("momentum", 0.9);
+  Quantizer* output_quantizer = quantizer_named(ctx, kOutputQuantizerAttr);
+  if (output_quantizer && recomputes(ctx, *output_quantizer)) {
+    const BatchNormArgs bn{gamma, beta, mean, var, /*training=*/!frozen, momentum, eps};
+    return {quantizing_batch_norm(y, bn, *output_quantizer, fused_activation(node, kOutputPrefix))};
+  }
   Tensor running_mean = mean, running_var = var;
   return {torch::batch_norm(y, gamma, beta, running_mean, running_var, /*training=*/!frozen, momentum, eps,
                             /*cudnn_enabled=*/false)};

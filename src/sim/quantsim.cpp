@@ -2,6 +2,7 @@
 
 #include "sim/absorb_activations.h"
 #include "sim/batchnorm.h"
+#include "sim/quantizing_batchnorm.h"
 #include "sim/recomputing_conv.h"
 
 #include <nlohmann/json.hpp>
@@ -101,6 +102,8 @@ std::map<std::string, torch::ScalarType> probe_dtypes(GraphModule& m, const std:
 void register_fake_quant_op() {
   register_op(kFakeQuantOp, [](const OpContext& ctx, const std::vector<Tensor>& in) {
     auto& quantizer = static_cast<Quantizer&>(ctx.module.attachment(ctx.node.attr_string("quantizer")));
+    // The producer quantized x already (quantizing_batchnorm.h).
+    if (ctx.node.attr_int(kProducerQuantizesAttr, 0) && recomputes(ctx, quantizer)) return std::vector<Tensor>{in.at(0)};
     // Readers that differentiate through x themselves need no history here.
     const bool readers_recompute = ctx.node.attr_int(kReadersRecomputeAttr, 0) && recomputes(ctx, quantizer);
     torch::AutoGradMode grad_mode(torch::GradMode::is_enabled() && !readers_recompute);
@@ -338,8 +341,10 @@ void QuantSim::set_range_learning(bool weights, bool activations) {
   });
   if (activations) {
     link_quantized_conv_inputs(*model_);
+    link_quantized_batchnorm_outputs(*model_);
   } else {
     unlink_quantized_conv_inputs(*model_);
+    unlink_quantized_batchnorm_outputs(*model_);
   }
 }
 

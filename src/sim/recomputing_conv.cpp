@@ -2,6 +2,7 @@
 
 #include "sim/absorb_activations.h"
 #include "sim/batchnorm.h"
+#include "sim/saved_spec.h"
 
 #include <ATen/ops/convolution_backward.h>
 #include <torch/autograd.h>
@@ -24,35 +25,7 @@ constexpr const char* kFakeQuantOp = "QatFakeQuant";
 // Stored under a per-operand key prefix.
 void save_operand(AutogradContext* ctx, const std::string& key, const ConvOperand& operand) {
   ctx->saved_data[key + "quantized"] = operand.quantizer != nullptr;
-  if (!operand.quantizer) return;
-  const QuantSpec& spec = operand.quantizer->spec();
-  ctx->saved_data[key + "bitwidth"] = int64_t{spec.grid.bitwidth};
-  ctx->saved_data[key + "signed"] = spec.grid.is_signed;
-  ctx->saved_data[key + "narrow"] = spec.grid.narrow_range;
-  ctx->saved_data[key + "symmetric"] = spec.symmetric;
-  ctx->saved_data[key + "has_axis"] = spec.channel_axis.has_value();
-  ctx->saved_data[key + "axis"] = spec.channel_axis.value_or(0);
-  ctx->saved_data[key + "activation"] = static_cast<int64_t>(operand.activation.kind);
-  ctx->saved_data[key + "activation_lo"] = operand.activation.lo;
-  ctx->saved_data[key + "activation_hi"] = operand.activation.hi;
-}
-
-FusedActivation saved_activation(AutogradContext* ctx, const std::string& key) {
-  FusedActivation a;
-  a.kind = static_cast<FusedActivation::Kind>(ctx->saved_data[key + "activation"].toInt());
-  a.lo = ctx->saved_data[key + "activation_lo"].toDouble();
-  a.hi = ctx->saved_data[key + "activation_hi"].toDouble();
-  return a;
-}
-
-QuantSpec saved_spec(AutogradContext* ctx, const std::string& key) {
-  QuantSpec spec;
-  spec.grid.bitwidth = static_cast<int>(ctx->saved_data[key + "bitwidth"].toInt());
-  spec.grid.is_signed = ctx->saved_data[key + "signed"].toBool();
-  spec.grid.narrow_range = ctx->saved_data[key + "narrow"].toBool();
-  spec.symmetric = ctx->saved_data[key + "symmetric"].toBool();
-  if (ctx->saved_data[key + "has_axis"].toBool()) spec.channel_axis = ctx->saved_data[key + "axis"].toInt();
-  return spec;
+  if (operand.quantizer) save_spec(ctx, key, operand.quantizer->spec(), operand.activation);
 }
 
 void save_geometry(AutogradContext* ctx, const ConvGeometry& g) {

@@ -7,6 +7,7 @@
 #include "qat/quantsim.h"
 #include "qat/zoo.h"
 #include "sim/absorb_activations.h"
+#include "sim/quantizing_batchnorm.h"
 #include "sim/recomputing_conv.h"
 #include "sim_options.h"
 
@@ -69,6 +70,7 @@ inline double encoding_tolerance(const std::map<std::string, torch::Tensor>& gra
 // unlink after it too.
 inline void restore_activations(GraphModule& m) {
   unlink_quantized_conv_inputs(m);
+  unlink_quantized_batchnorm_outputs(m);
   auto& nodes = m.mutable_graph().nodes;
   for (size_t i = 0; i < nodes.size(); ++i) {
     if (!nodes[i].has_attr(kActivationAttr)) continue;
