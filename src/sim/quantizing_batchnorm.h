@@ -9,9 +9,9 @@
 // nothing; a frozen encoding would keep a byte mask. On ResNet-18 at
 // batch 64 those eleven chains made range learning's peak 43 MiB higher.
 // Linked, the QatConvBn applies the quantizer itself and recomputes b in
-// backward from the BatchNorm's input with the same ATen kernel (the same
-// floats); the QatFakeQuant node passes its input on
-// (docs/quantsim.md, "Recomputed BatchNorm outputs").
+// backward from the BatchNorm's input and saved batch statistics with
+// ATen's own transform (the same floats); the QatFakeQuant node passes its
+// input on (docs/quantsim.md, "Recomputed BatchNorm outputs").
 #pragma once
 
 #include "qat/graph.h"
