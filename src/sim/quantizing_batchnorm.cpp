@@ -71,18 +71,22 @@ struct QuantizingBatchNorm : torch::autograd::Function<QuantizingBatchNorm> {
     const Tensor &running_mean = saved[5], &running_var = saved[6];
     const bool training = ctx->saved_data["training"].toBool();
     const double eps = ctx->saved_data["eps"].toDouble();
-    const Tensor b = training ? recompute_output(x, gamma, beta, saved[7], saved[8], eps)
-                              : std::get<0>(at::native_batch_norm(x, gamma, beta, running_mean, running_var,
-                                                                  /*training=*/false, 0.0, eps));
+    Tensor b = training ? recompute_output(x, gamma, beta, saved[7], saved[8], eps)
+                        : std::get<0>(at::native_batch_norm(x, gamma, beta, running_mean, running_var,
+                                                            /*training=*/false, 0.0, eps));
     const QuantSpec spec = saved_spec(ctx, "");
-    const LearnableFakeQuantPass q = fake_quantize_learnable_backward(b, grads[0], scale, zero_point, spec,
-                                                                      lsq_grad_factor(b, spec), saved_activation(ctx, ""));
+    const LearnableFakeQuantPass q = fake_quantize_learnable_backward(
+        b, grads[0], scale, zero_point, spec, lsq_grad_factor(b, spec), saved_activation(ctx, ""));
+    // Free b and dL/dq before the BatchNorm backward allocates dx.
+    b.reset();
+    grads[0].reset();
     const auto [dx, dgamma, dbeta] =
         at::native_batch_norm_backward(q.grad_x, x, gamma, running_mean, running_var, saved[7], saved[8], training,
                                        eps, {x.requires_grad(), gamma.requires_grad(), beta.requires_grad()});
-    return {dx,       dgamma,   dbeta,    scale.requires_grad() ? q.grad_scale : Tensor(),
-            zero_point.requires_grad() ? q.grad_zero_point : Tensor(),
-            Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    const Tensor dscale = scale.requires_grad() ? q.grad_scale : Tensor();
+    const Tensor dzero_point = zero_point.requires_grad() ? q.grad_zero_point : Tensor();
+    // None for the running statistics and the non-tensor arguments.
+    return {dx, dgamma, dbeta, dscale, dzero_point, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -125,7 +129,9 @@ void unlink_quantized_batchnorm_outputs(GraphModule& m) {
   for (Node& node : m.mutable_graph().nodes) {
     node.attributes.erase(kOutputQuantizerAttr);
     node.attributes.erase(kProducerQuantizesAttr);
-    for (const char* key : {kActivationAttr, kActivationBoundsAttr}) node.attributes.erase(kOutputPrefix + std::string(key));
+    for (const char* key : {kActivationAttr, kActivationBoundsAttr}) {
+      node.attributes.erase(kOutputPrefix + std::string(key));
+    }
   }
 }
 

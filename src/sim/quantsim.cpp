@@ -103,7 +103,7 @@ void register_fake_quant_op() {
   register_op(kFakeQuantOp, [](const OpContext& ctx, const std::vector<Tensor>& in) {
     auto& quantizer = static_cast<Quantizer&>(ctx.module.attachment(ctx.node.attr_string("quantizer")));
     // The producer quantized x already (quantizing_batchnorm.h).
-    if (ctx.node.attr_int(kProducerQuantizesAttr, 0) && recomputes(ctx, quantizer)) return std::vector<Tensor>{in.at(0)};
+    if (ctx.node.attr_int(kProducerQuantizesAttr, 0) && recomputes(ctx, quantizer)) return std::vector{in.at(0)};
     // Readers that differentiate through x themselves need no history here.
     const bool readers_recompute = ctx.node.attr_int(kReadersRecomputeAttr, 0) && recomputes(ctx, quantizer);
     torch::AutoGradMode grad_mode(torch::GradMode::is_enabled() && !readers_recompute);

@@ -81,12 +81,11 @@ TEST(QuantizingBatchNorm, LinksTheBatchNormsBeforeResidualAddsWhileActivationEnc
   EXPECT_EQ(linked_batchnorms(sim->model()), 0u);
   sim->set_range_learning(true, true);
   EXPECT_EQ(linked_batchnorms(sim->model()), 5u);
-  for (const Node& node : sim->model().graph().nodes) {
+  const Graph& g = sim->model().graph();
+  for (const Node& node : g.nodes) {
     if (!node.has_attr(kOutputQuantizerAttr)) continue;
-    for (size_t reader : sim->model().graph().consumers(
-             sim->model().graph().nodes[sim->model().graph().consumers(node.outputs[0]).at(0)].outputs[0])) {
-      EXPECT_EQ(sim->model().graph().nodes[reader].op_type, "Add") << node.name;
-    }
+    const Node& fq = g.nodes[g.consumers(node.outputs[0]).at(0)];
+    for (size_t reader : g.consumers(fq.outputs[0])) EXPECT_EQ(g.nodes[reader].op_type, "Add") << node.name;
   }
   sim->set_range_learning(true, false);
   EXPECT_EQ(linked_batchnorms(sim->model()), 0u);
