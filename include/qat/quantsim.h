@@ -23,6 +23,10 @@
 
 namespace qat {
 
+// Op type of the nodes the sim inserts to quantize activations; attribute
+// "quantizer" names their Quantizer among the module's attachments.
+inline constexpr const char* kFakeQuantOp = "QatFakeQuant";
+
 // What happens to BatchNormalization nodes that follow a Conv.
 enum class BatchNormMode {
   kFold,      // folded into the conv once, before quantizers are inserted

@@ -29,8 +29,6 @@ namespace {
 using TP = onnx::TensorProto;
 using torch::Tensor;
 
-// quantsim.cpp's node type for quantizers.
-constexpr const char* kFakeQuantOp = "QatFakeQuant";
 // QuantizeLinear with per-channel axis exists from opset 13; 16-bit
 // integer types from opset 21.
 constexpr int64_t kMinQdqOpset = 13;

@@ -8,8 +8,6 @@ namespace {
 
 using torch::Tensor;
 
-constexpr const char* kFakeQuantOp = "QatFakeQuant";
-
 bool supported_op(const std::string& op) { return op == "Conv" || op == kConvBnOp || op == "Gemm"; }
 
 const Node& node_named(const GraphModule& m, const std::string& name) {

@@ -1,5 +1,7 @@
 #include "sim/absorb_activations.h"
 
+#include "qat/quantsim.h"
+
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -8,8 +10,6 @@
 
 namespace qat {
 namespace {
-
-constexpr const char* kFakeQuantOp = "QatFakeQuant";
 
 // Clip bound `i`: absent is infinite; otherwise a constant, one-element,
 // finite-or-infinite initializer of x's type (what the Clip kernel takes as

@@ -19,8 +19,6 @@ using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-constexpr const char* kFakeQuantOp = "QatFakeQuant";
-
 // b = batch_norm(x) as the forward computed it: per channel b = x * alpha
 // + beta', alpha = invstd * gamma and beta' = beta - mean * alpha from the
 // batch's mean and invstd. Training mode would compute those statistics

@@ -16,8 +16,6 @@ namespace {
 
 using torch::Tensor;
 
-constexpr const char* kFakeQuantOp = "QatFakeQuant";
-
 // Ops whose output lies on their input's grid (they move or select values
 // without computing new ones), so a quantizer after them would be redundant.
 const std::set<std::string>& quantization_agnostic_ops() {

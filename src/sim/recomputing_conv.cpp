@@ -18,8 +18,6 @@ using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-constexpr const char* kFakeQuantOp = "QatFakeQuant";
-
 // What backward needs to recompute one operand: its quantizer's spec and
 // absorbed activation (the quantizer learns its encoding: recomputes()).
 // Stored under a per-operand key prefix.
