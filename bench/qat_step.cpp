@@ -13,8 +13,9 @@
 // child's ru_maxrss from wait4() (the number `/usr/bin/time -v` prints as
 // "Maximum resident set size"; bench/qat_step.sh cross-checks with it).
 //
-//   qat_step [--models resnet20,resnet18] [--rounds 5 --steps 10]
-//       the tables (markdown): step time, peak RSS, calibration throughput
+//   qat_step [--models resnet20,resnet18] [--rounds 5 --steps 10] [--torch-ao /usr/bin/python3]
+//       the tables (markdown): step time, peak RSS, calibration throughput,
+//       and with --torch-ao the peer's step times (bench/torch_ao_qat.py)
 //   qat_step --model resnet20 --variant qat_rl --steps 10
 //       one variant in this process; prints one line
 //   qat_step --model resnet20 --profile [--variants fp32,bnsim,qat,qat_rl]
@@ -87,6 +88,7 @@ struct Options {
   int64_t rss_repeats = 3;  // RSS varies by tens of MiB between identical runs
   bool profile = false;
   bool system_allocator = false;  // glibc's malloc instead of qat's caching allocator
+  std::string torch_ao_python;    // runs bench/torch_ao_qat.py when set
 };
 
 struct Batches {
@@ -304,6 +306,7 @@ struct ModelResult {
   std::map<std::string, std::vector<double>> ratio;   // variant -> ms / fp32 ms per round
   std::map<std::string, std::vector<double>> rss;     // variant or "idle" -> peak MiB per repeat
   std::vector<double> eval_ips, calibration_ips, sim_eval_ips, calibration_ratio;
+  std::vector<double> torch_ao_ms;  // FP32, QAT, LSQ: medians over the peer's rounds
 };
 
 void measure(const Options& o, const Batches& batches, ModelResult& result) {
@@ -352,6 +355,50 @@ void measure(const Options& o, const Batches& batches, ModelResult& result) {
       result.calibration_ratio.push_back(calibration / eval);
     }
   }
+}
+
+std::string shell_quoted(const std::string& arg) {
+  std::string quoted = "'";
+  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// torch.ao's step times for the same model, rounds, steps, batch and
+// threads: bench/torch_ao_qat.py's variants fp32, qat and qat_lsq, read
+// from the first numbers of its table row. A separate process (the peer is
+// Python), run after qat's rounds rather than interleaved with them.
+std::vector<double> torch_ao_ms(const Options& o, const std::string& model) {
+  std::string command = shell_quoted(o.torch_ao_python) + " " + shell_quoted(QAT_TORCH_AO_SCRIPT);
+  for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--models", model},
+           {"--variants", "fp32,qat,qat_lsq"},
+           {"--threads", std::to_string(o.threads)},
+           {"--batch", std::to_string(o.batch)},
+           {"--calibration-batches", std::to_string(o.calibration_batches)},
+           {"--rounds", std::to_string(o.rounds)},
+           {"--steps", std::to_string(o.steps)},
+           {"--warmup", std::to_string(o.warmup)}}) {
+    command += " " + flag + " " + shell_quoted(value);
+  }
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) throw std::runtime_error("cannot run " + command);
+  std::vector<double> ms;
+  const std::string row = "| " + model + " |";
+  char line[1024];
+  while (std::fgets(line, sizeof line, pipe)) {
+    if (std::strncmp(line, row.c_str(), row.size()) != 0) continue;
+    const char* p = line + row.size();
+    for (int i = 0; i < 3; ++i) {
+      char* end = nullptr;
+      ms.push_back(std::strtod(p, &end));
+      p = std::strchr(end, '|');
+      if (!p) break;
+      ++p;
+    }
+  }
+  const int status = pclose(pipe);
+  if (status != 0 || ms.size() != 3) throw std::runtime_error("torch.ao peer failed or printed no row: " + command);
+  return ms;
 }
 
 // Linux carries the old address space's high-water mark across exec into
@@ -410,6 +457,19 @@ void print_tables(const Options& o, const std::vector<ModelResult>& results) {
       } else {
         std::printf(" - |\n");
       }
+    }
+  }
+
+  if (!o.torch_ao_python.empty()) {
+    std::printf("\ntorch.ao eager-mode QAT (bench/torch_ao_qat.py, a separate process after qat's rounds; same "
+                "rounds, steps, batch and threads), ms/step, and how many times qat's step it takes\n\n"
+                "| model | torch.ao FP32 ms | torch.ao QAT ms | torch.ao LSQ ms | torch.ao QAT / qat QAT | "
+                "torch.ao LSQ / qat QAT+RL |\n|---|---|---|---|---|---|\n");
+    for (const auto& r : results) {
+      const auto times = [&](const char* v) { return r.ms.count(v) ? median(r.ms.at(v)) : NAN; };
+      const auto& peer = r.torch_ao_ms;
+      std::printf("| %s | %.1f | %.1f | %.1f | %.2f | %.2f |\n", r.model.c_str(), peer[0], peer[1], peer[2],
+                  peer[1] / times("qat"), peer[2] / times("qat_rl"));
     }
   }
 
@@ -537,6 +597,9 @@ int main(int argc, char** argv) {
   app.add_option("--rss-repeats", o.rss_repeats, "child processes per variant for peak RSS (0: none)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--profile", o.profile, "profile --model's variants instead of timing them");
+  app.add_option("--torch-ao", o.torch_ao_python,
+                 "also time torch.ao's QAT of each model with this Python (Debian's /usr/bin/python3 with "
+                 "python3-torch: the same LibTorch build)");
   app.add_flag("--system-allocator", o.system_allocator,
                "tensors from glibc's malloc, as LibTorch does by default (qat installs its caching allocator)");
   CLI11_PARSE(app, argc, argv);
@@ -551,7 +614,10 @@ int main(int argc, char** argv) {
       qat::measure_rss(o, results[i]);
     }
     const qat::Batches batches = qat::load_batches(o);
-    for (auto& r : results) qat::measure(o, batches, r);
+    for (auto& r : results) {
+      qat::measure(o, batches, r);
+      if (!o.torch_ao_python.empty()) r.torch_ao_ms = qat::torch_ao_ms(o, r.model);
+    }
     qat::print_tables(o, results);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "qat_step: %s\n", e.what());
